@@ -1,0 +1,57 @@
+"""Ledger tables: the entries, the chain head (the append lock), and signed checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from infra.db import Base
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEntry(Base):
+    """One recorded action. Never updated or deleted (a PostgreSQL trigger refuses both)."""
+
+    __tablename__ = "audit_entry"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor_id: Mapped[str] = mapped_column(String(160), index=True)
+    actor_role: Mapped[str] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(80), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    outcome: Mapped[str] = mapped_column(String(10))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The single row naming the newest entry; appends lock it, which keeps the chain linear."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the tree size and Merkle root at one moment."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(120))
+    signature: Mapped[str] = mapped_column(Text)
+    frontier: Mapped[list[str]] = mapped_column(JSON)

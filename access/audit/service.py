@@ -1,0 +1,639 @@
+"""Recording, checkpointing and verifying the audit ledger.
+
+Use :func:`record` inside the transaction of the change it describes: both commit or neither does.
+If that transaction rolls back, a ``failed`` entry for the same action is written afterwards in a
+transaction of its own, and :func:`record_denied` entries are written whatever happens to the
+request — so every attempt leaves a trace.
+
+Appends lock the single chain-head row (``UPDATE audit_head … RETURNING``), which on PostgreSQL
+serialises concurrent appenders until they commit; on SQLite the database's single writer does the
+same. The chain therefore stays linear with no gap and no fork.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from hashlib import sha256
+from typing import Any
+
+from sqlalchemy import Connection, event, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction
+
+from access.audit import canonical
+from access.audit.actions import (
+    AUDIT_CHECKPOINT_SIGNED,
+    Details,
+    Outcome,
+    Role,
+    validate_details,
+)
+from access.audit.exceptions import InvalidCheckpoint
+from access.audit.merkle import RootBuilder, consistency_proof, inclusion_proof
+from access.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEntry, AuditHead
+from infra.keys import KeyBackend, verify_signature
+from infra.logging import get_logger, request_id_var
+
+log = get_logger(__name__)
+
+LOG_ID = "letscare-enclave-audit"
+SIGNING_KEY = "audit-checkpoint"
+_ATTEMPTS = "audit_attempts"
+_INDEPENDENT = "audit_independent"
+_STREAM = {"stream_results": True, "yield_per": 20_000}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: an account id, a subject pseudonym, or the system. Never a name or an email."""
+
+    id: str
+    role: Role
+
+    @classmethod
+    def system(cls) -> Actor:
+        """The enclave itself (scheduled jobs, workers)."""
+        return cls("system", Role.system)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    actor: Actor
+    action: str
+    target_type: str | None
+    target_id: str | None
+    outcome: Outcome
+    details: dict[str, Any]
+    project_id: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class RecordedEntry:
+    """What an append returns."""
+
+    seq: int
+    entry_hash: str
+    occurred_at: datetime
+
+
+def _pending(
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    outcome: Outcome,
+    details: dict[str, Any] | Details | None,
+    project_id: str | None,
+    request_id: str | None,
+) -> _Pending:
+    return _Pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=validate_details(action, outcome, details),
+        project_id=project_id,
+        request_id=request_id if request_id is not None else request_id_var.get(),
+    )
+
+
+def _append(session: Session, pending: _Pending) -> RecordedEntry:
+    seq, prev_hash = session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + 1)
+        .returning(AuditHead.seq, AuditHead.entry_hash),
+        execution_options={"synchronize_session": False},
+    ).one()
+    occurred_at = datetime.now(UTC)
+    document = canonical.entry_document(
+        seq=seq,
+        occurred_at=occurred_at,
+        actor_id=pending.actor.id,
+        actor_role=pending.actor.role.value,
+        action=pending.action,
+        target_type=pending.target_type,
+        target_id=pending.target_id,
+        outcome=pending.outcome.value,
+        request_id=pending.request_id,
+        project_id=pending.project_id,
+        details=pending.details,
+        prev_hash=prev_hash,
+    )
+    digest = canonical.entry_hash(document)
+    session.execute(
+        insert(AuditEntry).values(
+            seq=seq,
+            occurred_at=occurred_at,
+            actor_id=pending.actor.id,
+            actor_role=pending.actor.role.value,
+            action=pending.action,
+            target_type=pending.target_type,
+            target_id=pending.target_id,
+            outcome=pending.outcome.value,
+            request_id=pending.request_id,
+            project_id=pending.project_id,
+            details=pending.details,
+            prev_hash=prev_hash,
+            entry_hash=digest,
+        )
+    )
+    session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(entry_hash=digest),
+        execution_options={"synchronize_session": False},
+    )
+    return RecordedEntry(seq=seq, entry_hash=digest, occurred_at=occurred_at)
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    details: dict[str, Any] | Details | None = None,
+    project_id: str | None = None,
+    outcome: Outcome = Outcome.ok,
+    request_id: str | None = None,
+) -> RecordedEntry:
+    """Append an entry inside the caller's transaction; it commits or rolls back with the change."""
+    pending = _pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=details,
+        project_id=project_id,
+        request_id=request_id,
+    )
+    install_audit_hooks()
+    entry = _append(session, pending)
+    session.info.setdefault(_ATTEMPTS, []).append(pending)
+    return entry
+
+
+def record_denied(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    error: str,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    project_id: str | None = None,
+    outcome: Outcome = Outcome.denied,
+) -> None:
+    """Record a refused (or failed) attempt in its own transaction, once the caller's one ends."""
+    pending = _pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details={"error": error},
+        project_id=project_id,
+        request_id=None,
+    )
+    install_audit_hooks()
+    if not session.in_transaction():
+        # The hooks that write the entry fire when a transaction ends; make sure there is one.
+        session.begin()
+    session.info.setdefault(_INDEPENDENT, []).append(pending)
+
+
+def _write_independent(session: Session, entries: list[_Pending]) -> None:
+    if not entries:
+        return
+    # A fresh session on the same bind: the finished one may not run SQL inside its own hook.
+    with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as fresh:
+        for pending in entries:
+            _append(fresh, pending)
+        fresh.commit()
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop(_ATTEMPTS, None)
+    _write_independent(session, session.info.pop(_INDEPENDENT, []))
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # Fires for every outermost transaction, even one that never reached the database (a denied
+    # request often fails before any SQL); after a commit ``_after_commit`` has already emptied
+    # the lists, so whatever is left here belongs to a transaction that did not commit.
+    if transaction.parent is not None:
+        return
+    if not session.info.get(_ATTEMPTS) and not session.info.get(_INDEPENDENT):
+        return
+    attempts: list[_Pending] = session.info.pop(_ATTEMPTS, [])
+    failed = [
+        _Pending(
+            actor=p.actor,
+            action=p.action,
+            target_type=p.target_type,
+            target_id=p.target_id,
+            outcome=Outcome.failed,
+            details={"error": "rolled_back"},
+            project_id=p.project_id,
+            request_id=p.request_id,
+        )
+        for p in attempts
+        if p.outcome is Outcome.ok
+    ]
+    independent = session.info.pop(_INDEPENDENT, [])
+    try:
+        _write_independent(session, [*failed, *independent])
+    except Exception:
+        log.exception("audit.failure_record_lost", entries=len(failed) + len(independent))
+        raise
+
+
+_hooks_installed = False
+
+
+def install_audit_hooks() -> None:
+    """Write failed and denied entries when sessions commit or roll back (idempotent).
+
+    ``record`` and ``record_denied`` call it, so no caller can forget it.
+    """
+    global _hooks_installed  # noqa: PLW0603 - one process-wide switch
+    if _hooks_installed:
+        return
+    if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_transaction_end", _after_transaction_end)
+    _hooks_installed = True
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint as handed to reviewers (and read back from their saved file)."""
+
+    tree_size: int
+    root_hash: str
+    signed_at: datetime
+    key_id: str
+    signature: str
+    log: str = LOG_ID
+
+    def payload(self) -> bytes:
+        """The bytes that were signed."""
+        return checkpoint_payload(self.tree_size, self.root_hash, self.signed_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The reviewer's file format."""
+        return {
+            "log": self.log,
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "signed_at": canonical.format_time(self.signed_at),
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SignedCheckpoint:
+        """Parse a reviewer's saved checkpoint; InvalidCheckpoint names what is wrong."""
+        if not isinstance(data, dict):
+            raise InvalidCheckpoint("a checkpoint is a JSON object")
+        try:
+            checkpoint = cls(
+                tree_size=int(data["tree_size"]),
+                root_hash=str(data["root_hash"]),
+                signed_at=datetime.strptime(str(data["signed_at"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                    tzinfo=UTC
+                ),
+                key_id=str(data["key_id"]),
+                signature=str(data["signature"]),
+                log=str(data.get("log", LOG_ID)),
+            )
+        except KeyError as exc:
+            raise InvalidCheckpoint(f"checkpoint lacks the field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidCheckpoint(f"checkpoint field has a wrong value: {exc}") from None
+        if checkpoint.tree_size < 0 or len(checkpoint.root_hash) != 64:
+            raise InvalidCheckpoint("checkpoint tree_size or root_hash is malformed")
+        return checkpoint
+
+    @classmethod
+    def from_row(cls, row: AuditCheckpoint) -> SignedCheckpoint:
+        """From the stored row."""
+        return cls(row.tree_size, row.root_hash, _aware(row.signed_at), row.key_id, row.signature)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def checkpoint_payload(tree_size: int, root_hash: str, signed_at: datetime) -> bytes:
+    """Canonical bytes of a checkpoint statement."""
+    return canonical.canonical_bytes(
+        {
+            "log": LOG_ID,
+            "tree_size": tree_size,
+            "root_hash": root_hash,
+            "time": canonical.format_time(signed_at),
+        }
+    )
+
+
+def checkpoint_signature_valid(checkpoint: SignedCheckpoint, public_keys: dict[str, bytes]) -> bool:
+    """True when the checkpoint is signed by one of the ledger's keys."""
+    public_key = public_keys.get(checkpoint.key_id)
+    if public_key is None or checkpoint.log != LOG_ID:
+        return False
+    try:
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+    except ValueError:
+        return False
+    return verify_signature(public_key, checkpoint.payload(), signature)
+
+
+def _stream_hashes(connection: Connection, after: int, upto: int) -> Iterator[tuple[int, str]]:
+    query = (
+        select(AuditEntry.seq, AuditEntry.entry_hash)
+        .where(AuditEntry.seq > after, AuditEntry.seq <= upto)
+        .order_by(AuditEntry.seq)
+    )
+    # Per-statement options: Connection.execution_options() would change the caller's connection.
+    result = connection.execute(query, execution_options=_STREAM)
+    for row in result:
+        yield int(row[0]), str(row[1])
+
+
+def head(session: Session) -> tuple[int, str]:
+    """Sequence number and hash of the newest committed entry."""
+    row = session.execute(select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one()
+    return int(row[0]), str(row[1])
+
+
+def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
+    """The checkpoint covering the most entries."""
+    return session.scalars(
+        select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc(), AuditCheckpoint.id.desc()).limit(1)
+    ).first()
+
+
+def create_checkpoint(session: Session, keys: KeyBackend) -> AuditCheckpoint:
+    """Sign the current tree size and root (continuing from the last checkpoint's frontier)."""
+    size, _ = head(session)
+    last = latest_checkpoint(session)
+    if last is not None and last.tree_size == size:
+        return last
+    if last is not None:
+        builder = RootBuilder.resume(last.tree_size, [bytes.fromhex(h) for h in last.frontier])
+    else:
+        builder = RootBuilder()
+    for _, digest in _stream_hashes(session.connection(), builder.size, size):
+        builder.append(canonical.entry_leaf(digest))
+    if builder.size != size:
+        raise RuntimeError(
+            f"ledger has {builder.size} entries up to the head at {size}: run `enclave audit verify`"
+        )
+    root = builder.root().hex()
+    signed_at = datetime.now(UTC)
+    signature = keys.sign(SIGNING_KEY, checkpoint_payload(size, root, signed_at))
+    checkpoint = AuditCheckpoint(
+        tree_size=size,
+        root_hash=root,
+        signed_at=signed_at,
+        key_id=signature.key_id,
+        signature=base64.b64encode(signature.signature).decode(),
+        frontier=[h.hex() for h in builder.frontier],
+    )
+    session.add(checkpoint)
+    session.flush()
+    record(
+        session,
+        Actor.system(),
+        AUDIT_CHECKPOINT_SIGNED,
+        target_type="audit_checkpoint",
+        target_id=str(checkpoint.id),
+        details={"tree_size": size, "root_hash": root, "key_id": signature.key_id},
+    )
+    return checkpoint
+
+
+# --- proofs ------------------------------------------------------------------------------------
+
+
+def leaf_hashes(connection: Connection, size: int) -> list[bytes]:
+    """Leaf hashes of the first ``size`` entries."""
+    return [canonical.entry_leaf(digest) for _, digest in _stream_hashes(connection, 0, size)]
+
+
+def prove_inclusion(connection: Connection, seq: int, tree_size: int) -> list[str]:
+    """Audit path of entry ``seq`` in the tree of the first ``tree_size`` entries."""
+    leaves = leaf_hashes(connection, tree_size)
+    if len(leaves) != tree_size:
+        raise InvalidCheckpoint(f"the ledger holds {len(leaves)} entries, not {tree_size}")
+    if not 1 <= seq <= tree_size:
+        raise InvalidCheckpoint(f"entry {seq} is not in a tree of {tree_size} entries")
+    return [h.hex() for h in inclusion_proof(seq - 1, leaves)]
+
+
+def prove_consistency(connection: Connection, first: int, second: int) -> list[str]:
+    """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
+    if not 0 < first <= second:
+        raise InvalidCheckpoint(f"no consistency proof from {first} to {second} entries")
+    leaves = leaf_hashes(connection, second)
+    if len(leaves) != second:
+        raise InvalidCheckpoint(f"the ledger holds {len(leaves)} entries, not {second}")
+    return [h.hex() for h in consistency_proof(first, leaves)]
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing verification found wrong; ``seq`` is the first entry it concerns."""
+
+    kind: str
+    seq: int | None
+    message: str
+
+
+@dataclass
+class VerificationReport:
+    """Result of recomputing the chain, the tree and every checkpoint."""
+
+    entries: int = 0
+    root_hash: str = ""
+    checkpoints_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.problems
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        """The smallest sequence number named by any problem."""
+        seqs = [p.seq for p in self.problems if p.seq is not None]
+        return min(seqs) if seqs else None
+
+
+_ENTRY_COLUMNS = (
+    AuditEntry.seq,
+    AuditEntry.occurred_at,
+    AuditEntry.actor_id,
+    AuditEntry.actor_role,
+    AuditEntry.action,
+    AuditEntry.target_type,
+    AuditEntry.target_id,
+    AuditEntry.outcome,
+    AuditEntry.request_id,
+    AuditEntry.project_id,
+    AuditEntry.details,
+    AuditEntry.prev_hash,
+    AuditEntry.entry_hash,
+)
+
+MAX_PROBLEMS = 100
+
+
+class _Verifier:
+    """One streaming pass over the ledger; keeps O(log n) state whatever its size."""
+
+    def __init__(
+        self, targets: dict[int, list[tuple[str, SignedCheckpoint]]], report: VerificationReport
+    ) -> None:
+        self.targets = targets
+        self.report = report
+        self.builder = RootBuilder()
+        self.expected_seq = 1
+        self.prev_hash = GENESIS_HASH
+        self.last_good_checkpoint = 0
+
+    def problem(self, kind: str, seq: int | None, message: str) -> None:
+        if len(self.report.problems) < MAX_PROBLEMS:
+            self.report.problems.append(Problem(kind, seq, message))
+
+    def check_row(self, row: tuple[Any, ...]) -> None:
+        seq = row[0]
+        stored_prev, stored_hash = row[11], row[12]
+        document = {
+            "v": canonical.FORMAT_VERSION,
+            "seq": seq,
+            "time": canonical.format_time(row[1]),
+            "actor_id": row[2],
+            "actor_role": row[3],
+            "action": row[4],
+            "target_type": row[5],
+            "target_id": row[6],
+            "outcome": row[7],
+            "request_id": row[8],
+            "project_id": row[9],
+            "details": row[10],
+            "prev_hash": stored_prev,
+        }
+        intact = sha256(canonical.canonical_bytes(document)).hexdigest() == stored_hash
+        if seq != self.expected_seq:
+            if seq > self.expected_seq:
+                self.problem(
+                    "missing_entries",
+                    self.expected_seq,
+                    f"entries {self.expected_seq}..{seq - 1} are missing",
+                )
+            else:
+                self.problem("out_of_order", seq, f"entry {seq} appears after entry {self.expected_seq - 1}")
+        elif stored_prev != self.prev_hash and intact:
+            # This entry is as it was written, so the one before it was rewritten together with its
+            # own hash (a moved or inserted entry, or a naive rewrite, fails its own hash instead).
+            self.problem("broken_link", max(seq - 1, 1), f"entry {seq} does not link to entry {seq - 1}")
+        if not intact:
+            self.problem(
+                "modified_entry", seq, f"entry {seq} does not match its hash: it was changed or moved"
+            )
+        self.builder.append(canonical.entry_leaf(stored_hash))
+        self.prev_hash = stored_hash
+        self.expected_seq = seq + 1
+        if self.builder.size in self.targets:
+            self.check_roots(self.builder.size)
+
+    def check_roots(self, size: int) -> None:
+        root = self.builder.root().hex()
+        for kind, checkpoint in self.targets.pop(size):
+            if checkpoint.root_hash != root:
+                first = self.last_good_checkpoint + 1
+                self.problem(
+                    f"{kind}_root_mismatch",
+                    first,
+                    f"the first {size} entries no longer have the root of the {kind} signed at "
+                    f"{canonical.format_time(checkpoint.signed_at)}: entries {first}..{size} were rewritten",
+                )
+            elif kind == "checkpoint":
+                self.last_good_checkpoint = size
+
+    def finish(self, head_seq: int, head_hash: str) -> None:
+        entries = self.report.entries = self.builder.size
+        self.report.root_hash = self.builder.root().hex()
+        for size in sorted(self.targets):
+            for kind, checkpoint in self.targets[size]:
+                self.problem(
+                    f"{kind}_truncated",
+                    entries + 1,
+                    f"the {kind} signed at {canonical.format_time(checkpoint.signed_at)} covers {size} "
+                    f"entries, the ledger holds {entries}: entries {entries + 1}..{size} were removed",
+                )
+        if head_seq != entries or (entries and head_hash != self.prev_hash):
+            self.problem(
+                "head_mismatch",
+                min(head_seq, entries) + 1,
+                f"the chain head says {head_seq} entries, the ledger holds {entries}",
+            )
+
+
+def verify_ledger(
+    connection: Connection,
+    public_keys: dict[str, bytes],
+    saved: SignedCheckpoint | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerificationReport:
+    """Recompute every entry hash, the chain links, the Merkle tree and every checkpoint, streaming."""
+    report = VerificationReport()
+    targets: dict[int, list[tuple[str, SignedCheckpoint]]] = {}
+    verifier = _Verifier(targets, report)
+    rows = Session(bind=connection).scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size))
+    checkpoints = [SignedCheckpoint.from_row(row) for row in rows]
+    for checkpoint in checkpoints:
+        if not checkpoint_signature_valid(checkpoint, public_keys):
+            verifier.problem(
+                "checkpoint_signature",
+                checkpoint.tree_size,
+                f"checkpoint of {checkpoint.tree_size} entries is not signed by a ledger key "
+                f"({checkpoint.key_id})",
+            )
+        targets.setdefault(checkpoint.tree_size, []).append(("checkpoint", checkpoint))
+    if saved is not None:
+        if not checkpoint_signature_valid(saved, public_keys):
+            verifier.problem(
+                "saved_checkpoint_signature", saved.tree_size, "the saved checkpoint is not validly signed"
+            )
+        targets.setdefault(saved.tree_size, []).append(("saved", saved))
+    report.checkpoints_checked = len(checkpoints) + (saved is not None)
+
+    for row in connection.execute(
+        select(*_ENTRY_COLUMNS).order_by(AuditEntry.seq), execution_options=_STREAM
+    ):
+        verifier.check_row(tuple(row))
+        if progress is not None and not verifier.builder.size % 10_000:
+            progress(verifier.builder.size)
+    head_seq, head_hash = connection.execute(
+        select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)
+    ).one()
+    verifier.finish(int(head_seq), str(head_hash))
+    if progress is not None:
+        progress(report.entries)
+    return report

@@ -1,0 +1,27 @@
+"""Periodic signing of audit checkpoints."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from access.audit.service import create_checkpoint
+from infra.tasks import DatabaseTask, celery_app, register_periodic, task_settings
+
+CHECKPOINT_TASK = "audit.checkpoint"
+
+
+@celery_app.task(name=CHECKPOINT_TASK, base=DatabaseTask, bind=True)
+def sign_checkpoint(self: DatabaseTask) -> dict[str, Any]:
+    """Sign a checkpoint of the ledger as it is now (nothing new is signed twice)."""
+    from infra.keys import key_backend_from_settings
+
+    keys = key_backend_from_settings(task_settings())
+    with self.session() as session:
+        checkpoint = create_checkpoint(session, keys)
+        return {"tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash}
+
+
+def schedule_checkpoints(interval_seconds: int) -> None:
+    """Have beat (or the in-process scheduler) sign a checkpoint every ``interval_seconds``."""
+    register_periodic("audit-checkpoint", CHECKPOINT_TASK, timedelta(seconds=interval_seconds))

@@ -1,0 +1,3 @@
+from enclave.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""FastAPI application factory: the composition root of the web process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from enclave.components import Components, build_components
+from enclave.routes import docs_static, system_router
+from infra.errors import EnclaveError
+from infra.logging import configure_logging, get_logger, request_id_var
+from infra.settings import Settings, get_settings
+from infra.web.i18n import negotiate, parse_accept_language
+from infra.web.templating import STATIC_DIR, templates
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_HEADER = "X-Request-ID"
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+# The API docs page loads Swagger UI from the package's own static copy; everything else is
+# same-origin only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
+
+
+def problem(
+    request: Request, status: int, title: str, detail: str, type_slug: str, **extra: Any
+) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": f"/problems/{type_slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+    }
+    body.update(extra)
+    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EnclaveError)
+    async def enclave_error(request: Request, exc: EnclaveError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("request.failed", error=type(exc).__name__, status=exc.status_code)
+        return problem(
+            request,
+            exc.status_code,
+            exc.title,
+            exc.detail,
+            exc.type_slug,
+            retryable=exc.retryable,
+            **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors)
+        return problem(
+            request, 422, "Validation failed", f"invalid fields: {fields}", "validation-failed", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(request, exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request.unexpected_error", error=type(exc).__name__)
+        return problem(
+            request,
+            500,
+            "Internal error",
+            "an unexpected error occurred; it has been logged",
+            "internal-error",
+        )
+
+
+def _register_middleware(app: FastAPI, settings: Settings) -> None:
+    @app.middleware("http")
+    async def context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = (
+            incoming
+            if 8 <= len(incoming) <= 64 and incoming.isascii() and incoming.isprintable()
+            else uuid.uuid4().hex
+        )
+        token = request_id_var.set(request_id)
+        request.state.request_id = request_id
+        chosen = request.query_params.get("lang")
+        request.state.language = negotiate(
+            [
+                chosen,
+                request.cookies.get("lang"),
+                *parse_accept_language(request.headers.get("accept-language")),
+            ],
+            settings.default_language,
+        )
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith(("/docs", "/redoc")):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if request.url.scheme == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if chosen and chosen == request.state.language:
+            response.set_cookie("lang", chosen, max_age=365 * 86400, httponly=True, samesite="lax")
+        response.headers.setdefault("Content-Language", request.state.language)
+        return response
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
+    """Build the web application for the given settings (or the environment's)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    components = components or build_components(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = None
+        if settings.tasks_in_process and app.state.run_scheduler:
+            from infra.tasks import InProcessScheduler
+
+            scheduler = InProcessScheduler()
+            scheduler.start()
+        log.info(
+            "app.started", environment=settings.environment.value, in_process_tasks=settings.tasks_in_process
+        )
+        yield
+        if scheduler is not None:
+            scheduler.stop()
+
+    app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        title="LET'S CARE research enclave",
+        version="0.1.0",
+        description=(
+            "Consent management, encrypted pseudonymised research data and differentially private "
+            "aggregate queries for the LET'S CARE project. Errors are RFC 9457 problem documents."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.components = components
+    app.state.run_scheduler = False
+    _register_error_handlers(app)
+    _register_middleware(app, settings)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-static", docs_static, name="docs-static")
+    app.include_router(system_router)
+    templates.env.globals.setdefault("settings_public_url", settings.public_url)
+    return app

@@ -1,0 +1,5 @@
+"""ASGI entry point for multi-process servers: ``uvicorn enclave.asgi:app``."""
+
+from enclave.app import create_app
+
+app = create_app()

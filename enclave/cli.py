@@ -1,0 +1,276 @@
+"""The ``enclave`` command line: serve, worker, beat, database migrations, checks and the demo."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(help="LET'S CARE research enclave.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _components(settings: Settings):  # type: ignore[no-untyped-def]
+    from enclave.components import build_components
+    from infra.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    return build_components(settings)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from infra.migrate import current_revision, upgrade
+
+    components = _components(_settings())
+    upgrade(components.engine, revision)
+    console.print(f"database at revision {current_revision(components.engine)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for empty.")],
+) -> None:
+    """Revert migrations down to REVISION."""
+    from infra.migrate import current_revision, downgrade
+
+    components = _components(_settings())
+    downgrade(components.engine, revision)
+    console.print(f"database at revision {current_revision(components.engine)}")
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Argument(help="What the migration changes.")]) -> None:
+    """Generate a migration from the difference between the models and the database."""
+    from alembic import command
+
+    from enclave.components import MODEL_MODULES
+    from infra.migrate import alembic_config
+
+    components = _components(_settings())
+    command.revision(alembic_config(components.engine, MODEL_MODULES), message=message, autogenerate=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL deployments only).")] = 1,
+) -> None:
+    """Serve the API, its docs and the web pages."""
+    import uvicorn
+
+    settings = _settings()
+    if workers > 1:
+        uvicorn.run(
+            "enclave.asgi:app", host=host, port=port, workers=workers, proxy_headers=True, access_log=False
+        )
+        return
+    from enclave.app import create_app
+
+    web = create_app(settings, _components(settings))
+    web.state.run_scheduler = True
+    console.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(web, host=host, port=port, proxy_headers=True, access_log=False, log_config=None)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = "",
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+) -> None:
+    """Run a Celery worker on the configured broker."""
+    from infra.tasks import QUEUES, celery_app
+
+    settings = _settings()
+    if settings.tasks_in_process:
+        console.print(
+            "[red]ENCLAVE_BROKER_URL is not set: tasks run in-process, there is nothing to consume[/]"
+        )
+        raise typer.Exit(2)
+    _components(settings)
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={queues or ','.join(QUEUES)}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def beat(
+    schedule_file: Annotated[str, typer.Option(help="Where beat keeps its last-run times.")] = "",
+) -> None:
+    """Run Celery beat, which sends the periodic jobs (checkpoints, expiries, re-consent, retention)."""
+    from infra.tasks import celery_app
+
+    settings = _settings()
+    if settings.tasks_in_process:
+        console.print("[red]ENCLAVE_BROKER_URL is not set: `enclave serve` runs periodic jobs itself[/]")
+        raise typer.Exit(2)
+    _components(settings)
+    path = schedule_file or str(settings.data_dir / "celerybeat-schedule")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", f"--schedule={path}", f"--loglevel={settings.log_level}"])
+
+
+@app.command()
+def check(
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Also wait for a worker to answer a ping.")
+    ] = False,
+) -> None:
+    """Print each component and whether it is reachable; exit 1 if any is not."""
+    from enclave.readiness import check_all
+
+    components = _components(_settings())
+    results = check_all(components)
+    if worker and not components.settings.tasks_in_process:
+        from enclave.readiness import ComponentStatus
+        from infra.tasks import ping
+
+        try:
+            answer = ping.apply_async().get(timeout=10)
+            results.append(ComponentStatus("worker", True, f"answered from {answer['host']}", 0.0))
+        except Exception as exc:
+            results.append(ComponentStatus("worker", False, f"no worker answered: {type(exc).__name__}", 0.0))
+    table = Table(title="LET'S CARE enclave components")
+    for column in ("component", "status", "detail", "ms"):
+        table.add_column(column)
+    for result in results:
+        status = "[green]ok[/]" if result.ok else "[red]FAIL[/]"
+        table.add_row(result.name, status, result.detail, f"{result.elapsed_ms:.0f}")
+    Console().print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """Prepare the embedded default (schema, keys, storage) and serve it."""
+    from infra.migrate import upgrade
+
+    settings = _settings()
+    components = _components(settings)
+    upgrade(components.engine)
+    components.keys.check()
+    components.storage.check()
+    serve(host=host, port=port, workers=1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[str, typer.Option(help="Also save the checkpoint to this file (for reviewers).")] = "",
+) -> None:
+    """Sign a checkpoint of the ledger now (and optionally save it for later verification)."""
+    import json
+
+    from access.audit.service import SignedCheckpoint, create_checkpoint
+    from infra.db import session_scope
+
+    components = _components(_settings())
+    with session_scope(components.session_factory) as session:
+        checkpoint = SignedCheckpoint.from_row(create_checkpoint(session, components.keys))
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
+            json.dump(checkpoint.to_json(), handle, indent=2)
+    Console().print_json(data=checkpoint.to_json())
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoint: Annotated[
+        str, typer.Option(help="A checkpoint file saved earlier: prove the ledger only grew since.")
+    ] = "",
+) -> None:
+    """Recompute the hash chain, the Merkle tree and every signature; exit 1 naming the first bad entry."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from access.audit.actions import AUDIT_VERIFIED
+    from access.audit.service import SIGNING_KEY, Actor, SignedCheckpoint, head, record, verify_ledger
+    from infra.db import session_scope
+
+    components = _components(_settings())
+    saved = None
+    if checkpoint:
+        try:
+            with open(checkpoint, encoding="utf-8") as handle:
+                saved = SignedCheckpoint.from_json(json.load(handle))
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]cannot read the checkpoint file: {exc}[/]")
+            raise typer.Exit(2) from None
+    public_keys = components.keys.public_keys(SIGNING_KEY)
+    with components.session_factory() as session:
+        total, _ = head(session)
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar, components.engine.connect() as connection:
+        task = bar.add_task("verifying", total=total)
+        report = verify_ledger(
+            connection, public_keys, saved, progress=lambda n: bar.update(task, completed=n)
+        )
+    with session_scope(components.session_factory) as session:
+        record(
+            session,
+            Actor.system(),
+            AUDIT_VERIFIED,
+            target_type="audit_ledger",
+            details={"entries": report.entries, "ok": report.ok, "first_bad_seq": report.first_bad_seq},
+        )
+    out = Console()
+    out.print(
+        f"entries: {report.entries}  root: {report.root_hash}  checkpoints: {report.checkpoints_checked}"
+    )
+    if report.ok:
+        out.print("[green]ledger verified: no entry changed, removed, inserted or reordered[/]")
+        return
+    out.print(f"[red]ledger verification FAILED; first bad sequence number: {report.first_bad_seq}[/]")
+    for found in report.problems:
+        out.print(f"  - [{found.kind}] seq {found.seq}: {found.message}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``enclave`` command."""
+    try:
+        app()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

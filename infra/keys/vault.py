@@ -1,0 +1,205 @@
+"""Vault/OpenBao transit backend: keys never leave the server; it wraps, signs and hashes for us.
+
+AEAD keys are ``aes256-gcm96`` transit keys with key derivation: each context (dataset, version,
+object) gets its own derived key, so a wrapped key opens only in its own context, and transit's
+rewrap (which has no associated-data parameter) keeps that binding. Signing keys
+are ``ed25519``; keyed-hash keys are AEAD-type transit keys used only through the HMAC endpoint at
+version 1 (never rotated, so pseudonyms stay stable). Keys are created on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from infra.keys.base import (
+    KeyBackendUnavailable,
+    KeyKind,
+    KeyManagementError,
+    Signature,
+    UnwrapFailed,
+    WrappedKey,
+    check_name,
+    key_id,
+)
+from infra.settings import Settings
+
+_TRANSIT_TYPES = {KeyKind.aead: "aes256-gcm96", KeyKind.ed25519: "ed25519", KeyKind.hmac: "aes256-gcm96"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class VaultKeyBackend:
+    """Keys held by a Vault or OpenBao transit engine, reached with ``hvac``."""
+
+    def __init__(
+        self,
+        addr: str,
+        token: str,
+        *,
+        mount: str = "transit",
+        verify: bool | str = True,
+        timeout: float = 10.0,
+    ) -> None:
+        import hvac
+
+        self.addr = addr
+        self.mount = mount
+        self._client = hvac.Client(url=addr, token=token, verify=verify, timeout=timeout)
+        self._known: dict[str, KeyKind] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VaultKeyBackend:
+        """Build from ``ENCLAVE_VAULT_*`` settings."""
+        verify: bool | str = str(settings.vault_ca_bundle) if settings.vault_ca_bundle else True
+        return cls(
+            settings.vault_addr,
+            settings.vault_token.get_secret_value(),
+            mount=settings.vault_transit_mount,
+            verify=verify,
+        )
+
+    @property
+    def _transit(self) -> Any:
+        return self._client.secrets.transit
+
+    @contextlib.contextmanager
+    def _calls(self, what: str) -> Iterator[None]:
+        """Map transport and permission failures to the product's errors."""
+        import hvac.exceptions
+        import requests
+
+        try:
+            yield
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise KeyBackendUnavailable(
+                f"key backend at {self.addr} unreachable while trying to {what}"
+            ) from exc
+        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
+            raise KeyBackendUnavailable(
+                f"key backend at {self.addr} refused the token while trying to {what}: "
+                "check ENCLAVE_VAULT_TOKEN and its policy on the transit mount"
+            ) from exc
+        except (
+            hvac.exceptions.VaultDown,
+            hvac.exceptions.InternalServerError,
+            hvac.exceptions.BadGateway,
+        ) as exc:
+            raise KeyBackendUnavailable(f"key backend at {self.addr} failed while trying to {what}") from exc
+
+    def _ensure(self, name: str, kind: KeyKind) -> None:
+        check_name(name)
+        if self._known.get(name) is kind:
+            return
+        import hvac.exceptions
+
+        with self._calls(f"read key {name!r}"):
+            try:
+                data = self._transit.read_key(name, mount_point=self.mount)["data"]
+            except hvac.exceptions.InvalidPath:
+                self._transit.create_key(
+                    name, key_type=_TRANSIT_TYPES[kind], derived=kind is KeyKind.aead, mount_point=self.mount
+                )
+                data = self._transit.read_key(name, mount_point=self.mount)["data"]
+        if data["type"] != _TRANSIT_TYPES[kind]:
+            raise KeyManagementError(
+                f"transit key {name!r} is of type {data['type']}, not {_TRANSIT_TYPES[kind]}"
+            )
+        self._known[name] = kind
+
+    def wrap(self, name: str, data_key: bytes, context: bytes) -> WrappedKey:
+        """Encrypt a data key in transit, bound to ``context``."""
+        self._ensure(name, KeyKind.aead)
+        with self._calls(f"wrap with {name!r}"):
+            answer = self._transit.encrypt_data(
+                name, plaintext=_b64(data_key), context=_b64(context), mount_point=self.mount
+            )
+        return WrappedKey(str(answer["data"]["ciphertext"]))
+
+    def unwrap(self, name: str, wrapped: WrappedKey, context: bytes) -> bytes:
+        """Decrypt a wrapped data key in transit."""
+        import hvac.exceptions
+
+        self._ensure(name, KeyKind.aead)
+        wrapped.version  # noqa: B018 - refuses a malformed token before it reaches the server
+        with self._calls(f"unwrap with {name!r}"):
+            try:
+                answer = self._transit.decrypt_data(
+                    name, ciphertext=wrapped.token, context=_b64(context), mount_point=self.mount
+                )
+            except hvac.exceptions.InvalidRequest as exc:
+                raise UnwrapFailed(f"wrapped key does not open with {name!r}: {exc.errors or exc}") from exc
+        return base64.b64decode(answer["data"]["plaintext"])
+
+    def rewrap(self, name: str, wrapped: WrappedKey, context: bytes) -> WrappedKey:
+        """Rewrap under the newest version inside transit: the data key never comes out."""
+        import hvac.exceptions
+
+        self._ensure(name, KeyKind.aead)
+        with self._calls(f"rewrap with {name!r}"):
+            try:
+                answer = self._transit.rewrap_data(
+                    name, ciphertext=wrapped.token, context=_b64(context), mount_point=self.mount
+                )
+            except hvac.exceptions.InvalidRequest as exc:
+                raise UnwrapFailed(f"wrapped key does not rewrap with {name!r}: {exc.errors or exc}") from exc
+        return WrappedKey(str(answer["data"]["ciphertext"]))
+
+    def rotate(self, name: str) -> int:
+        """Rotate the transit key; return the new version."""
+        self._ensure(name, self._known.get(name, KeyKind.aead))
+        if self._known[name] is KeyKind.hmac:
+            raise KeyManagementError(f"key {name!r} is a keyed-hash key: rotating it would change pseudonyms")
+        with self._calls(f"rotate {name!r}"):
+            self._transit.rotate_key(name, mount_point=self.mount)
+        return self.latest_version(name)
+
+    def latest_version(self, name: str) -> int:
+        """The newest version of the transit key."""
+        self._ensure(name, self._known.get(name, KeyKind.aead))
+        with self._calls(f"read key {name!r}"):
+            return int(self._transit.read_key(name, mount_point=self.mount)["data"]["latest_version"])
+
+    def retire(self, name: str, below: int) -> None:
+        """Set the key's minimum decryption version."""
+        latest = self.latest_version(name)
+        if below > latest:
+            raise KeyManagementError(f"key {name!r} has no version {below}: the newest is {latest}")
+        with self._calls(f"retire versions of {name!r}"):
+            self._transit.update_key_configuration(name, min_decryption_version=below, mount_point=self.mount)
+
+    def sign(self, name: str, payload: bytes) -> Signature:
+        """Ed25519 signature made inside transit."""
+        self._ensure(name, KeyKind.ed25519)
+        with self._calls(f"sign with {name!r}"):
+            answer = self._transit.sign_data(name, hash_input=_b64(payload), mount_point=self.mount)
+        _, version, signature = str(answer["data"]["signature"]).split(":", 2)
+        return Signature(key_id(name, int(version[1:])), base64.b64decode(signature))
+
+    def public_keys(self, name: str) -> dict[str, bytes]:
+        """Raw public keys of every version of the transit signing key."""
+        self._ensure(name, KeyKind.ed25519)
+        with self._calls(f"read key {name!r}"):
+            keys = self._transit.read_key(name, mount_point=self.mount)["data"]["keys"]
+        return {key_id(name, int(v)): base64.b64decode(k["public_key"]) for v, k in keys.items()}
+
+    def hmac(self, name: str, data: bytes) -> bytes:
+        """HMAC-SHA-256 computed by transit at key version 1."""
+        self._ensure(name, KeyKind.hmac)
+        with self._calls(f"hash with {name!r}"):
+            answer = self._transit.generate_hmac(
+                name, hash_input=_b64(data), key_version=1, algorithm="sha2-256", mount_point=self.mount
+            )
+        return base64.b64decode(str(answer["data"]["hmac"]).split(":", 2)[2])
+
+    def check(self) -> str:
+        """The server answers, is unsealed, and the token may use the transit mount."""
+        with self._calls("check the server"):
+            if self._client.sys.is_sealed():
+                raise KeyBackendUnavailable(f"key backend at {self.addr} is sealed")
+            self._transit.list_keys(mount_point=self.mount)
+        return f"vault transit at {self.addr} (mount {self.mount})"

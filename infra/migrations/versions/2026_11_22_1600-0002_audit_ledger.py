@@ -1,0 +1,92 @@
+"""audit ledger: entries, chain head, signed checkpoints; PostgreSQL refuses changes to entries
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-22 16:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+REFUSE_FUNCTION = """
+CREATE OR REPLACE FUNCTION audit_entry_refuse_change() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_entry is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "audit_entry",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_id", sa.String(length=160), nullable=False),
+        sa.Column("actor_role", sa.String(length=32), nullable=False),
+        sa.Column("action", sa.String(length=80), nullable=False),
+        sa.Column("target_type", sa.String(length=40), nullable=True),
+        sa.Column("target_id", sa.String(length=160), nullable=True),
+        sa.Column("outcome", sa.String(length=10), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("project_id", sa.String(length=64), nullable=True),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("entry_hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_entry")),
+    )
+    with op.batch_alter_table("audit_entry", schema=None) as batch_op:
+        for column in ("occurred_at", "actor_id", "actor_role", "action", "target_id", "project_id"):
+            batch_op.create_index(batch_op.f(f"ix_audit_entry_{column}"), [column], unique=False)
+
+    head = op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("entry_hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
+    )
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "entry_hash": "0" * 64}])
+
+    op.create_table(
+        "audit_checkpoint",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("tree_size", sa.BigInteger(), nullable=False),
+        sa.Column("root_hash", sa.String(length=64), nullable=False),
+        sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("key_id", sa.String(length=120), nullable=False),
+        sa.Column("signature", sa.Text(), nullable=False),
+        sa.Column("frontier", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoint")),
+    )
+    with op.batch_alter_table("audit_checkpoint", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_checkpoint_tree_size"), ["tree_size"], unique=False)
+
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(REFUSE_FUNCTION)
+        op.execute(
+            "CREATE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry "
+            "FOR EACH ROW EXECUTE FUNCTION audit_entry_refuse_change()"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_entry_no_truncate BEFORE TRUNCATE ON audit_entry "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_entry_refuse_change()"
+        )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_entry_no_truncate ON audit_entry")
+        op.execute("DROP TRIGGER IF EXISTS audit_entry_append_only ON audit_entry")
+        op.execute("DROP FUNCTION IF EXISTS audit_entry_refuse_change()")
+    op.drop_table("audit_checkpoint")
+    op.drop_table("audit_head")
+    op.drop_table("audit_entry")

@@ -1,0 +1,1 @@
+"""Server-rendered web pages: the base layout, static files and language negotiation."""
