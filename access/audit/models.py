@@ -55,3 +55,20 @@ class AuditCheckpoint(Base):
     key_id: Mapped[str] = mapped_column(String(120))
     signature: Mapped[str] = mapped_column(Text)
     frontier: Mapped[list[str]] = mapped_column(JSON)
+
+
+class AuditSignoff(Base):
+    """A reviewer's statement that a range of entries was reviewed, against a signed tree root."""
+
+    __tablename__ = "audit_signoff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reviewer_id: Mapped[str] = mapped_column(String(36), index=True)
+    reviewer_role: Mapped[str] = mapped_column(String(32))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    """The reviewer's own words; kept here, never in the ledger (whose details hold no free text)."""
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
