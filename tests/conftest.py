@@ -23,17 +23,35 @@ from infra.settings import Settings, load_settings
 pytest_plugins = ["tests.support.celery_worker", "tests.support.openbao", "tests.support.seaweedfs"]
 
 PG_SERVER = os.environ.get("ENCLAVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS_URL = os.environ.get("ENCLAVE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# Each test run gets its own databases and Redis database, so two runs on one machine (a developer's
+# and CI's, say) never drop each other's data.
+RUN_ID = os.getpid()
+REDIS_URL = os.environ.get("ENCLAVE_TEST_REDIS", f"redis://127.0.0.1:6379/{1 + RUN_ID % 15}")
+_CREATED: list[str] = []
+
+
+def _admin_conninfo() -> str:
+    url = make_url(f"{PG_SERVER}/postgres")
+    return f"host={url.host} port={url.port or 5432} user={url.username} dbname=postgres"
 
 
 def recreate_database(name: str) -> str:
-    """Drop and create a PostgreSQL database; return its SQLAlchemy URL."""
-    url = make_url(f"{PG_SERVER}/postgres")
-    conninfo = f"host={url.host} port={url.port or 5432} user={url.username} dbname=postgres"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    """Drop and create a PostgreSQL database for this run; return its SQLAlchemy URL."""
+    name = f"{name}_{RUN_ID}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+    _CREATED.append(name)
     return f"{PG_SERVER}/{name}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the databases this run created."""
+    if not _CREATED:
+        return
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        for name in _CREATED:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
