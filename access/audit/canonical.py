@@ -23,8 +23,11 @@ FORMAT_VERSION = 1
 def format_time(moment: datetime) -> str:
     """UTC instant with microseconds, e.g. ``2026-11-22T15:00:00.123456Z`` (naive means UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if moment.utcoffset():
+            moment = moment.astimezone(UTC)
+        moment = moment.replace(tzinfo=None)
+    # isoformat is several times faster than strftime, and verification formats every entry.
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def entry_document(

@@ -33,8 +33,30 @@ class AuditEntry(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditPending(Base):
+    """An entry recorded in a transaction that has not yet been sealed into the chain.
+
+    ``record`` inserts here, inside the caller's transaction and without any global lock; the
+    sealer moves committed rows into ``audit_entry`` in id order, under the chain-head lock.
+    """
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor_id: Mapped[str] = mapped_column(String(160))
+    actor_role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(80))
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(160))
+    outcome: Mapped[str] = mapped_column(String(10))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class AuditHead(Base):
-    """The single row naming the newest entry; appends lock it, which keeps the chain linear."""
+    """The single row naming the newest entry; sealing locks it, which keeps the chain linear."""
 
     __tablename__ = "audit_head"
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from access.audit.service import create_checkpoint
+from access.audit.service import create_checkpoint, seal
 from infra.tasks import DatabaseTask, celery_app, register_periodic, task_settings
 
 CHECKPOINT_TASK = "audit.checkpoint"
+SEAL_TASK = "audit.seal"
+
+
+@celery_app.task(name=SEAL_TASK, base=DatabaseTask, bind=True)
+def seal_pending(self: DatabaseTask) -> int:
+    """Chain entries whose recording process died between its commit and its sealing pass."""
+    with self.session() as session:
+        return seal(session)
 
 
 @celery_app.task(name=CHECKPOINT_TASK, base=DatabaseTask, bind=True)
@@ -25,3 +33,4 @@ def sign_checkpoint(self: DatabaseTask) -> dict[str, Any]:
 def schedule_checkpoints(interval_seconds: int) -> None:
     """Have beat (or the in-process scheduler) sign a checkpoint every ``interval_seconds``."""
     register_periodic("audit-checkpoint", CHECKPOINT_TASK, timedelta(seconds=interval_seconds))
+    register_periodic("audit-seal", SEAL_TASK, timedelta(minutes=1))

@@ -16,7 +16,7 @@ from access.audit import canonical
 from access.audit.actions import Details, Identifier, Outcome, Role, register_action
 from access.audit.exceptions import AuditDetailsRejected, UnknownAction
 from access.audit.merkle import verify_consistency, verify_inclusion
-from access.audit.models import AuditEntry
+from access.audit.models import AuditEntry, AuditPending
 from access.audit.service import (
     SIGNING_KEY,
     Actor,
@@ -27,6 +27,7 @@ from access.audit.service import (
     prove_inclusion,
     record,
     record_denied,
+    seal,
     verify_ledger,
 )
 from infra.db import session_scope
@@ -51,7 +52,8 @@ def _fill(session, count: int) -> None:
     for i in range(count):
         record(session, STEWARD, TEST_ACTION, target_type="subject", target_id=f"subj-{i:04d}",
                details={"purpose": "questionnaires"})  # fmt: skip
-    session.flush()
+    # Entries are chained when their transaction commits; the test's transaction never does.
+    seal(session)
 
 
 def _verify(db_connection, keys, saved=None):
@@ -117,6 +119,26 @@ def test_denied_attempt_is_recorded_even_when_the_request_rolls_back(session_fac
         "acct-0002",
         {"error": "not_in_project"},
     )
+
+
+def test_entries_are_queued_in_the_transaction_and_chained_right_after_it_commits(
+    session_factory, db_session
+):
+    with session_scope(session_factory) as session:
+        first = record(session, STEWARD, TEST_ACTION, details={"purpose": "interviews"})
+        second = record(session, STEWARD, TEST_ACTION, details={"purpose": "questionnaires"})
+        assert session.scalars(select(AuditEntry)).all() == []
+    assert first.pending_id < second.pending_id
+    entries = db_session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+    assert [(e.seq, e.details["purpose"]) for e in entries] == [(1, "interviews"), (2, "questionnaires")]
+    assert db_session.scalar(select(func.count()).select_from(AuditPending)) == 0
+
+
+def test_pending_entries_cannot_be_altered_before_they_are_sealed(db_session, db_connection):
+    record(db_session, STEWARD, TEST_ACTION, details={"purpose": "interviews"})
+    db_session.flush()
+    with pytest.raises(DBAPIError, match="append-only"), db_connection.begin_nested():
+        db_connection.execute(text("UPDATE audit_pending SET actor_id = 'someone-else'"))
 
 
 def test_committed_change_keeps_its_ok_entry_only(session_factory, db_session):

@@ -47,6 +47,22 @@ def upgrade() -> None:
         for column in ("occurred_at", "actor_id", "actor_role", "action", "target_id", "project_id"):
             batch_op.create_index(batch_op.f(f"ix_audit_entry_{column}"), [column], unique=False)
 
+    op.create_table(
+        "audit_pending",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_id", sa.String(length=160), nullable=False),
+        sa.Column("actor_role", sa.String(length=32), nullable=False),
+        sa.Column("action", sa.String(length=80), nullable=False),
+        sa.Column("target_type", sa.String(length=40), nullable=True),
+        sa.Column("target_id", sa.String(length=160), nullable=True),
+        sa.Column("outcome", sa.String(length=10), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("project_id", sa.String(length=64), nullable=True),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_pending")),
+    )
+
     head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -76,6 +92,11 @@ def upgrade() -> None:
             "CREATE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry "
             "FOR EACH ROW EXECUTE FUNCTION audit_entry_refuse_change()"
         )
+        # Pending rows are only ever inserted, then deleted by the sealer as it chains them.
+        op.execute(
+            "CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending "
+            "FOR EACH ROW EXECUTE FUNCTION audit_entry_refuse_change()"
+        )
         op.execute(
             "CREATE TRIGGER audit_entry_no_truncate BEFORE TRUNCATE ON audit_entry "
             "FOR EACH STATEMENT EXECUTE FUNCTION audit_entry_refuse_change()"
@@ -84,9 +105,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_pending_no_update ON audit_pending")
         op.execute("DROP TRIGGER IF EXISTS audit_entry_no_truncate ON audit_entry")
         op.execute("DROP TRIGGER IF EXISTS audit_entry_append_only ON audit_entry")
         op.execute("DROP FUNCTION IF EXISTS audit_entry_refuse_change()")
     op.drop_table("audit_checkpoint")
     op.drop_table("audit_head")
+    op.drop_table("audit_pending")
     op.drop_table("audit_entry")
