@@ -14,7 +14,8 @@ GENESIS_HASH = "0" * 64
 
 
 class AuditEntry(Base):
-    """One recorded action. Never updated or deleted (a PostgreSQL trigger refuses both)."""
+    """One recorded action. Never deleted or rewritten (a PostgreSQL trigger refuses both); only
+    retention may blank the content of an entry older than a year, keeping its hashes."""
 
     __tablename__ = "audit_entry"
 
@@ -31,6 +32,9 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when retention removed the entry's content; its hashes stay, so the chain and the Merkle
+    tree (and every signed checkpoint over them) still verify."""
 
 
 class AuditPending(Base):

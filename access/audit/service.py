@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from access.audit import canonical
 from access.audit.actions import (
     AUDIT_CHECKPOINT_SIGNED,
+    AUDIT_RETENTION_APPLIED,
     Details,
     Outcome,
     Role,
@@ -74,6 +75,11 @@ class _Pending:
     request_id: str | None
 
 
+def _now() -> datetime:
+    """The clock entries are stamped with (one place, so tests can move it)."""
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class RecordedEntry:
     """What ``record`` returns: the queued entry. Its sequence number is given when it is sealed."""
@@ -106,7 +112,7 @@ def _pending(
 
 
 def _queue(session: Session, pending: _Pending) -> RecordedEntry:
-    occurred_at = datetime.now(UTC)
+    occurred_at = _now()
     pending_id = session.execute(
         insert(AuditPending)
         .values(
@@ -490,6 +496,66 @@ def create_checkpoint(session: Session, keys: KeyBackend) -> AuditCheckpoint:
     return checkpoint
 
 
+# --- retention ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a retention run emptied."""
+
+    pruned: int
+    first_seq: int | None
+    last_seq: int | None
+
+
+def apply_retention(session: Session, keys: KeyBackend, retention_days: int) -> RetentionResult:
+    """Empty the content of entries older than the retention period, keeping their hashes.
+
+    A checkpoint is signed first, so every emptied entry is covered by a signed root, and the run is
+    itself recorded with the range it emptied. Entries are otherwise kept whatever happens to the
+    subjects they name (they hold pseudonyms only), so a subject's erasure never removes them.
+    """
+    if retention_days < 365:
+        raise ValueError("audit entries are kept at least 365 days")
+    checkpoint = create_checkpoint(session, keys)
+    cutoff = _now() - timedelta(days=retention_days)
+    due = (
+        AuditEntry.seq <= checkpoint.tree_size,
+        AuditEntry.occurred_at < cutoff,
+        AuditEntry.pruned_at.is_(None),
+    )
+    count, first, last = session.execute(
+        select(func.count(), func.min(AuditEntry.seq), func.max(AuditEntry.seq)).where(*due)
+    ).one()
+    if count:
+        session.execute(
+            update(AuditEntry)
+            .where(*due)
+            .values(
+                pruned_at=_now(),
+                actor_id="",
+                actor_role="",
+                action="",
+                target_type=None,
+                target_id=None,
+                outcome="",
+                request_id=None,
+                project_id=None,
+                details={},
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    record(
+        session,
+        Actor.system(),
+        AUDIT_RETENTION_APPLIED,
+        target_type="audit_ledger",
+        details={"entries": int(count), "first_seq": first, "last_seq": last},
+    )
+    log.info("audit.retention_applied", pruned=int(count), first_seq=first, last_seq=last)
+    return RetentionResult(int(count), first, last)
+
+
 # --- proofs ------------------------------------------------------------------------------------
 
 
@@ -537,6 +603,7 @@ class VerificationReport:
     entries: int = 0
     root_hash: str = ""
     checkpoints_checked: int = 0
+    pruned: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -566,6 +633,7 @@ _ENTRY_COLUMNS = (
     cast(AuditEntry.details, Text),
     AuditEntry.prev_hash,
     AuditEntry.entry_hash,
+    AuditEntry.pruned_at,
 )
 
 MAX_PROBLEMS = 100
@@ -583,6 +651,8 @@ class _Verifier:
         self.expected_seq = 1
         self.prev_hash = GENESIS_HASH
         self.last_good_checkpoint = 0
+        self.retention_ranges: list[tuple[int, int]] = []
+        self.first_unattested_pruned: int | None = None
 
     def problem(self, kind: str, seq: int | None, message: str) -> None:
         if len(self.report.problems) < MAX_PROBLEMS:
@@ -606,7 +676,17 @@ class _Verifier:
             "details": orjson.loads(row[10]),
             "prev_hash": stored_prev,
         }
-        intact = sha256(canonical.canonical_bytes(document)).hexdigest() == stored_hash
+        if row[13] is not None:
+            # Retention removed the content, so the hash cannot be recomputed; it is attested by the
+            # next signed checkpoint's root instead, and must lie in a range a retention entry names.
+            intact = True
+            self.report.pruned += 1
+            if self.first_unattested_pruned is None:
+                self.first_unattested_pruned = seq
+            if not any(low <= seq <= high for low, high in self.retention_ranges):
+                self.problem("unexplained_pruning", seq, f"entry {seq} was emptied outside any retention run")
+        else:
+            intact = sha256(canonical.canonical_bytes(document)).hexdigest() == stored_hash
         if seq != self.expected_seq:
             if seq > self.expected_seq:
                 self.problem(
@@ -643,9 +723,16 @@ class _Verifier:
                 )
             elif kind == "checkpoint":
                 self.last_good_checkpoint = size
+                self.first_unattested_pruned = None
 
     def finish(self, head_seq: int, head_hash: str) -> None:
         entries = self.report.entries = self.builder.size
+        if self.first_unattested_pruned is not None:
+            self.problem(
+                "unattested_pruning",
+                self.first_unattested_pruned,
+                f"entry {self.first_unattested_pruned} was emptied but no signed checkpoint covers it",
+            )
         self.report.root_hash = self.builder.root().hex()
         for size in sorted(self.targets):
             for kind, checkpoint in self.targets[size]:
@@ -673,6 +760,13 @@ def verify_ledger(
     report = VerificationReport()
     targets: dict[int, list[tuple[str, SignedCheckpoint]]] = {}
     verifier = _Verifier(targets, report)
+    verifier.retention_ranges = [
+        (int(d.get("first_seq") or 0), int(d.get("last_seq") or 0))
+        for d in connection.scalars(
+            select(AuditEntry.details).where(AuditEntry.action == AUDIT_RETENTION_APPLIED)
+        )
+        if isinstance(d, dict)
+    ]
     rows = Session(bind=connection).scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size))
     checkpoints = [SignedCheckpoint.from_row(row) for row in rows]
     for checkpoint in checkpoints:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from access.audit.service import create_checkpoint, seal
+from access.audit.service import apply_retention, create_checkpoint, seal
 from infra.tasks import DatabaseTask, celery_app, register_periodic, task_settings
 
 CHECKPOINT_TASK = "audit.checkpoint"
@@ -30,7 +30,22 @@ def sign_checkpoint(self: DatabaseTask) -> dict[str, Any]:
         return {"tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash}
 
 
+RETENTION_TASK = "audit.retention"
+
+
+@celery_app.task(name=RETENTION_TASK, base=DatabaseTask, bind=True)
+def retention(self: DatabaseTask) -> dict[str, Any]:
+    """Empty the content of entries past ENCLAVE_AUDIT_RETENTION_DAYS (hashes are kept)."""
+    from infra.keys import key_backend_from_settings
+
+    settings = task_settings()
+    with self.session() as session:
+        result = apply_retention(session, key_backend_from_settings(settings), settings.audit_retention_days)
+        return {"pruned": result.pruned, "first_seq": result.first_seq, "last_seq": result.last_seq}
+
+
 def schedule_checkpoints(interval_seconds: int) -> None:
     """Have beat (or the in-process scheduler) sign a checkpoint every ``interval_seconds``."""
     register_periodic("audit-checkpoint", CHECKPOINT_TASK, timedelta(seconds=interval_seconds))
     register_periodic("audit-seal", SEAL_TASK, timedelta(minutes=1))
+    register_periodic("audit-retention", RETENTION_TASK, timedelta(days=1))

@@ -284,3 +284,117 @@ def test_inclusion_and_consistency_proofs_verify_against_checkpoints(db_session,
         13, 34, consistency, bytes.fromhex(first.root_hash), bytes.fromhex(second.root_hash)
     )
     assert _verify(db_connection, keys).ok
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_years_ago(monkeypatch):
+    """Record entries as if it were three years ago until the returned callable is called."""
+    from datetime import UTC, datetime, timedelta
+
+    from access.audit import service
+
+    past = datetime.now(UTC) - timedelta(days=3 * 365)
+    monkeypatch.setattr(service, "_now", lambda: past)
+    return lambda: monkeypatch.setattr(service, "_now", lambda: datetime.now(UTC))
+
+
+def _old_and_new(db_session, three_years_ago, old: int = 12, new: int = 5) -> None:
+    _fill(db_session, old)
+    three_years_ago()
+    for i in range(new):
+        record(db_session, STEWARD, TEST_ACTION, target_id=f"recent-{i}", details={"purpose": "interviews"})
+    seal(db_session)
+
+
+def test_retention_empties_old_entries_but_keeps_their_hashes_and_the_ledger_verifies(
+    db_session, db_connection, keys, three_years_ago
+):
+    from access.audit.service import apply_retention
+
+    _old_and_new(db_session, three_years_ago)
+    hashes_before = db_session.execute(
+        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq)
+    ).all()
+    result = apply_retention(db_session, keys, retention_days=2 * 365)
+    seal(db_session)
+    assert (result.pruned, result.first_seq, result.last_seq) == (12, 1, 12)
+    rows = db_session.execute(
+        select(AuditEntry.seq, AuditEntry.target_id, AuditEntry.pruned_at).order_by(AuditEntry.seq)
+    ).all()
+    assert all(target is None and pruned is not None for seq, target, pruned in rows if seq <= 12)
+    assert [target for seq, target, _ in rows if 13 <= seq <= 17] == [f"recent-{i}" for i in range(5)]
+    hashes_after = db_session.execute(
+        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq)
+    ).all()
+    assert hashes_after[: len(hashes_before)] == hashes_before
+    report = _verify(db_connection, keys)
+    assert report.ok, report.problems
+    assert report.pruned == 12
+    # Running again empties nothing more.
+    assert apply_retention(db_session, keys, retention_days=2 * 365).pruned == 0
+
+
+def test_inclusion_proofs_still_hold_for_emptied_and_kept_entries(
+    db_session, db_connection, keys, three_years_ago
+):
+    from access.audit.service import apply_retention
+
+    _old_and_new(db_session, three_years_ago)
+    apply_retention(db_session, keys, retention_days=2 * 365)
+    checkpoint = SignedCheckpoint.from_row(create_checkpoint(db_session, keys))
+    leaves = {
+        seq: canonical.entry_leaf(h)
+        for seq, h in db_session.execute(select(AuditEntry.seq, AuditEntry.entry_hash))
+    }
+    for seq in (1, 12, 13, checkpoint.tree_size):
+        proof = [bytes.fromhex(h) for h in prove_inclusion(db_connection, seq, checkpoint.tree_size)]
+        assert verify_inclusion(
+            seq - 1, checkpoint.tree_size, leaves[seq], proof, bytes.fromhex(checkpoint.root_hash)
+        )
+
+
+def test_database_refuses_to_empty_a_young_entry_or_to_change_the_hash_of_an_old_one(
+    db_session, db_connection, three_years_ago
+):
+    _old_and_new(db_session, three_years_ago, old=2, new=2)
+    blank = (
+        "UPDATE audit_entry SET pruned_at = now(), actor_id = '', actor_role = '', action = '', "
+        "outcome = '', target_type = NULL, target_id = NULL, request_id = NULL, project_id = NULL, "
+        "details = '{}'"
+    )
+    with pytest.raises(DBAPIError, match="append-only"), db_connection.begin_nested():
+        db_connection.execute(text(f"{blank} WHERE seq = 3"))
+    with pytest.raises(DBAPIError, match="append-only"), db_connection.begin_nested():
+        db_connection.execute(text(f"{blank}, entry_hash = repeat('0', 64) WHERE seq = 1"))
+    with db_connection.begin_nested():
+        db_connection.execute(text(f"{blank} WHERE seq = 1"))  # the one change retention may make
+
+
+def test_entry_emptied_outside_a_retention_run_is_named(db_session, db_connection, keys):
+    _fill(db_session, 10)
+    create_checkpoint(db_session, keys)
+    _tamper(
+        db_connection,
+        "UPDATE audit_entry SET pruned_at = now(), target_id = NULL, details = '{}' WHERE seq = 6",
+    )
+    report = _verify(db_connection, keys)
+    assert report.first_bad_seq == 6
+    assert "unexplained_pruning" in {p.kind for p in report.problems}
+
+
+def test_rewritten_hash_of_an_emptied_entry_is_found_by_the_checkpoint(
+    db_session, db_connection, keys, three_years_ago
+):
+    from access.audit.service import apply_retention
+
+    _old_and_new(db_session, three_years_ago)
+    apply_retention(db_session, keys, retention_days=2 * 365)
+    _tamper(db_connection, "UPDATE audit_entry SET entry_hash = repeat('a', 64) WHERE seq = 4")
+    _tamper(db_connection, "UPDATE audit_entry SET prev_hash = repeat('a', 64) WHERE seq = 5")
+    report = _verify(db_connection, keys)
+    assert not report.ok
+    assert report.first_bad_seq is not None
+    assert report.first_bad_seq <= 4

@@ -24,6 +24,29 @@ END;
 $$ LANGUAGE plpgsql
 """
 
+# Retention may blank the content of an entry older than a year (the shortest retention the
+# settings allow) and nothing else: sequence number, time and both hashes must stay as they are,
+# so the chain and every signed checkpoint still verify over the pruned entry.
+PRUNE_FUNCTION = """
+CREATE OR REPLACE FUNCTION audit_entry_allow_prune_only() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'UPDATE'
+       AND OLD.pruned_at IS NULL AND NEW.pruned_at IS NOT NULL
+       AND OLD.occurred_at < now() - interval '365 days'
+       AND NEW.seq = OLD.seq AND NEW.occurred_at = OLD.occurred_at
+       AND NEW.prev_hash = OLD.prev_hash AND NEW.entry_hash = OLD.entry_hash
+       AND NEW.actor_id = '' AND NEW.actor_role = '' AND NEW.action = '' AND NEW.outcome = ''
+       AND NEW.target_type IS NULL AND NEW.target_id IS NULL AND NEW.request_id IS NULL
+       AND NEW.project_id IS NULL AND NEW.details::text = '{}'
+    THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'audit_entry is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql
+"""
+
 
 def upgrade() -> None:
     op.create_table(
@@ -41,6 +64,7 @@ def upgrade() -> None:
         sa.Column("details", sa.JSON(), nullable=False),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("entry_hash", sa.String(length=64), nullable=False),
+        sa.Column("pruned_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_entry")),
     )
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
@@ -88,9 +112,10 @@ def upgrade() -> None:
 
     if op.get_bind().dialect.name == "postgresql":
         op.execute(REFUSE_FUNCTION)
+        op.execute(PRUNE_FUNCTION)
         op.execute(
             "CREATE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry "
-            "FOR EACH ROW EXECUTE FUNCTION audit_entry_refuse_change()"
+            "FOR EACH ROW EXECUTE FUNCTION audit_entry_allow_prune_only()"
         )
         # Pending rows are only ever inserted, then deleted by the sealer as it chains them.
         op.execute(
@@ -108,6 +133,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS audit_pending_no_update ON audit_pending")
         op.execute("DROP TRIGGER IF EXISTS audit_entry_no_truncate ON audit_entry")
         op.execute("DROP TRIGGER IF EXISTS audit_entry_append_only ON audit_entry")
+        op.execute("DROP FUNCTION IF EXISTS audit_entry_allow_prune_only()")
         op.execute("DROP FUNCTION IF EXISTS audit_entry_refuse_change()")
     op.drop_table("audit_checkpoint")
     op.drop_table("audit_head")
