@@ -21,6 +21,8 @@ class Principal:
     country: str | None = None
     schools: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
+    session_id: str | None = None
+    """The sign-in (refresh-token family) the access token belongs to; sign-out ends it."""
 
     def has(self, *roles: Role) -> bool:
         """True when the account holds at least one of ``roles``."""

@@ -13,6 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from access.accounts.router import router as accounts_router
+from access.audit.router import router as audit_review_router
+from access.projects.router import router as projects_router
+from access.web.pages import router as staff_pages_router
 from enclave.components import Components, build_components
 from enclave.routes import docs_static, system_router
 from infra.errors import EnclaveError
@@ -55,7 +59,7 @@ def problem(
         "request_id": request_id_var.get(),
     }
     body.update(extra)
-    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    headers = {"Retry-After": str(extra.get("retry_after", 5))} if status in (429, 503) else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -178,5 +182,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-static", docs_static, name="docs-static")
     app.include_router(system_router)
+    app.include_router(accounts_router)
+    app.include_router(audit_review_router)
+    app.include_router(staff_pages_router)
+    app.include_router(projects_router)
     templates.env.globals.setdefault("settings_public_url", settings.public_url)
     return app

@@ -16,6 +16,8 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 audit_app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+admin_app = typer.Typer(help="Staff accounts and sign-in keys.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 
 
@@ -261,6 +263,69 @@ def audit_verify(
     for found in report.problems:
         out.print(f"  - [{found.kind}] seq {found.seq}: {found.message}")
     raise typer.Exit(1)
+
+
+@admin_app.command("create")
+def admin_create(
+    email: Annotated[str, typer.Option(help="Email address the administrator signs in with.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    password_from_stdin: Annotated[
+        bool, typer.Option("--password-from-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+) -> None:
+    """Create an administrator with TOTP enrolled; prints the TOTP secret and recovery codes once."""
+    from pydantic import ValidationError
+
+    from access.accounts.bootstrap import create_admin
+    from infra.db import session_scope
+    from infra.errors import EnclaveError
+
+    components = _components(_settings())
+    if password_from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope(components.session_factory) as session:
+            created = create_admin(session, components.keys, email=email, name=name, password=password)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        console.print(f"[red]invalid {fields}[/]")
+        raise typer.Exit(2) from None
+    except EnclaveError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    out = Console()
+    out.print(f"account id: {created.account_id}")
+    out.print("Add this secret to an authenticator app now; it is not shown again.")
+    out.print(f"TOTP secret: {created.totp_secret}")
+    out.print(f"otpauth URI: {created.otpauth_uri}", soft_wrap=True)
+    out.print("Recovery codes (each works once instead of a code; keep them offline):")
+    for code in created.recovery_codes:
+        out.print(f"  {code}")
+
+
+@admin_app.command("rotate-token-key")
+def admin_rotate_token_key() -> None:
+    """Start signing access tokens with a new key version; tokens of older versions still verify."""
+    from access.accounts.tokens import SIGNING_KEY
+
+    components = _components(_settings())
+    components.keys.jws_key_id(SIGNING_KEY)  # creates the key on first use, with the right kind
+    version = components.keys.rotate(SIGNING_KEY)
+    Console().print(f"access tokens are now signed with {SIGNING_KEY}:v{version}")
+
+
+@admin_app.command("retire-token-key")
+def admin_retire_token_key(
+    below: Annotated[int, typer.Option(help="Refuse tokens signed by versions older than this one.")],
+) -> None:
+    """Stop accepting tokens signed by older versions of the token key (after they expired)."""
+    from access.accounts.tokens import SIGNING_KEY
+
+    components = _components(_settings())
+    components.keys.retire(SIGNING_KEY, below)
+    Console().print(f"tokens signed by versions below {below} are refused from now on")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ variable; default secrets are refused outside development mode.
 from __future__ import annotations
 
 import enum
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -116,6 +117,31 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_interval_seconds: Annotated[int, Field(ge=10)] = Field(
         3600, description="How often Celery beat signs an audit checkpoint."
+    )
+    project_second_approval_epsilon: Annotated[Decimal, Field(gt=0, le=100)] = Field(
+        Decimal("2.0"),
+        description="A research project granted a privacy budget (ε) above this needs a second approver "
+        "(DPO or admin), distinct from the first.",
+    )
+    token_issuer: str = Field("", description="`iss` claim of access tokens. Empty means the public URL.")
+    token_audience: str = Field("letscare-enclave-api", description="`aud` claim of access tokens.")
+    access_token_ttl_seconds: Annotated[int, Field(ge=60, le=900)] = Field(
+        600, description="Lifetime of access tokens in seconds (at most 15 minutes)."
+    )
+    refresh_token_ttl_seconds: Annotated[int, Field(ge=300, le=30 * 86400)] = Field(
+        12 * 3600, description="Lifetime of a refresh token in seconds; each use issues a new one."
+    )
+    login_failures_before_delay: Annotated[int, Field(ge=1, le=100)] = Field(
+        3, description="Failed sign-ins for one user name before each further attempt must wait (doubling)."
+    )
+    login_max_failures_per_account: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5, description="Failed sign-ins for one user name that lock it out for the lockout time."
+    )
+    login_max_failures_per_address: Annotated[int, Field(ge=1, le=10000)] = Field(
+        20, description="Failed sign-ins from one client address that lock it out (delays start at half)."
+    )
+    login_lockout_seconds: Annotated[int, Field(ge=10, le=86400)] = Field(
+        900, description="How long a lockout lasts and how far back failed sign-ins are counted."
     )
 
     @field_validator("log_level")

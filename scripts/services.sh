@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# Start the machine's PostgreSQL and Redis if they are down (used by `make test` and CI).
+# Start the machine's PostgreSQL and Redis if they are down, and install the Debian browser the
+# browser tests drive (used by `make test` and CI).
 set -euo pipefail
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian chromium for the browser tests"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
+fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "starting PostgreSQL"

@@ -20,7 +20,12 @@ from infra.db import make_engine
 from infra.migrate import upgrade
 from infra.settings import Settings, load_settings
 
-pytest_plugins = ["tests.support.celery_worker", "tests.support.openbao", "tests.support.seaweedfs"]
+pytest_plugins = [
+    "tests.support.celery_worker",
+    "tests.support.openbao",
+    "tests.support.seaweedfs",
+    "tests.support.auth",
+]
 
 PG_SERVER = os.environ.get("ENCLAVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 # Each test run gets its own databases and Redis database, so two runs on one machine (a developer's

@@ -767,8 +767,21 @@ def verify_ledger(
         )
         if isinstance(d, dict)
     ]
-    rows = Session(bind=connection).scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size))
-    checkpoints = [SignedCheckpoint.from_row(row) for row in rows]
+    # Plain rows on the caller's connection: an ORM session here would take over (and on closing,
+    # end) a transaction that belongs to the caller.
+    rows = connection.execute(
+        select(
+            AuditCheckpoint.tree_size,
+            AuditCheckpoint.root_hash,
+            AuditCheckpoint.signed_at,
+            AuditCheckpoint.key_id,
+            AuditCheckpoint.signature,
+        ).order_by(AuditCheckpoint.tree_size, AuditCheckpoint.id)
+    )
+    checkpoints = [
+        SignedCheckpoint(int(size), str(root), _aware(signed_at), str(key_id), str(signature))
+        for size, root, signed_at, key_id, signature in rows
+    ]
     for checkpoint in checkpoints:
         if not checkpoint_signature_valid(checkpoint, public_keys):
             verifier.problem(

@@ -8,7 +8,10 @@ Keys are named and versioned and never leave the backend in the transit case. Th
 - ``ed25519`` signing keys sign audit checkpoints; every version's public key stays published so old
   signatures still verify;
 - ``hmac`` keys compute keyed pseudonyms; they are never rotated, since a new key would change every
-  pseudonym.
+  pseudonym;
+- ``ecdsa_p256`` keys sign access tokens (JWS ``ES256``): the signature comes back in JWS form (raw
+  ``r || s``) and every version that is not retired publishes its public key as PEM, so tokens
+  signed before a rotation keep verifying until that version is retired.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class KeyKind(enum.StrEnum):
     aead = "aead"
     ed25519 = "ed25519"
     hmac = "hmac"
+    ecdsa_p256 = "ecdsa_p256"
 
 
 class KeyManagementError(EnclaveError):
@@ -84,6 +88,14 @@ def key_id(name: str, version: int) -> str:
     return f"{name}:v{version}"
 
 
+def version_of(name: str, kid: str) -> int:
+    """The version number in a key id of ``name``; KeyManagementError if it belongs to another key."""
+    prefix = f"{name}:v"
+    if not kid.startswith(prefix) or not kid[len(prefix) :].isdigit():
+        raise KeyManagementError(f"key id {kid!r} is not a version of {name!r}")
+    return int(kid[len(prefix) :])
+
+
 def check_name(name: str) -> str:
     """Refuse key names that could escape a folder or a transit path."""
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_" for c in name):
@@ -129,6 +141,18 @@ class KeyBackend(Protocol):
 
     def hmac(self, name: str, data: bytes) -> bytes:
         """HMAC-SHA-256 of ``data`` under the keyed-hash key ``name`` (one key per pseudonym domain)."""
+        ...
+
+    def jws_key_id(self, name: str) -> str:
+        """The key id of the newest version of the ECDSA P-256 key ``name`` (created if absent)."""
+        ...
+
+    def sign_jws(self, name: str, key_id: str, signing_input: bytes) -> bytes:
+        """ES256 signature (raw ``r || s``, 64 bytes) of a JWS signing input by one version of ``name``."""
+        ...
+
+    def jws_public_keys(self, name: str) -> dict[str, str]:
+        """PEM public keys of the versions of ``name`` that are not retired, by key id."""
         ...
 
     def check(self) -> str:

@@ -36,6 +36,7 @@ from infra.keys.base import (
     WrappedKey,
     check_name,
     key_id,
+    version_of,
 )
 
 SCHEME = "kf"
@@ -62,6 +63,13 @@ class _KeyFile:
 
 
 def _new_material(kind: KeyKind) -> bytes:
+    if kind is KeyKind.ecdsa_p256:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     if kind is KeyKind.ed25519:
         from cryptography.hazmat.primitives import serialization
 
@@ -258,6 +266,41 @@ class FileKeyBackend:
         """HMAC-SHA-256 under the key ``name``."""
         key = self._key(name, KeyKind.hmac)
         return hmac_module.new(key.versions[1], data, hashlib.sha256).digest()
+
+    def jws_key_id(self, name: str) -> str:
+        """Key id of the newest ECDSA P-256 version."""
+        key = self._key(name, KeyKind.ecdsa_p256)
+        return key_id(name, key.latest)
+
+    def sign_jws(self, name: str, key_id: str, signing_input: bytes) -> bytes:
+        """ES256 signature by the version named in ``key_id``, in JWS form (raw ``r || s``)."""
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        key = self._key(name, KeyKind.ecdsa_p256)
+        version = version_of(name, key_id)
+        if version not in key.versions or version < key.min_version:
+            raise KeyManagementError(f"key {name!r} has no usable version {version}")
+        private = serialization.load_der_private_key(key.versions[version], password=None)
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def jws_public_keys(self, name: str) -> dict[str, str]:
+        """PEM public keys of the versions that are not retired."""
+        from cryptography.hazmat.primitives import serialization
+
+        key = self._key(name, KeyKind.ecdsa_p256)
+        found: dict[str, str] = {}
+        for version, material in key.versions.items():
+            if version < key.min_version:
+                continue
+            public = serialization.load_der_private_key(material, password=None).public_key()
+            found[key_id(name, version)] = public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode()
+        return found
 
     def check(self) -> str:
         """The folder exists with safe permissions and is writable."""

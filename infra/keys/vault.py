@@ -2,9 +2,10 @@
 
 AEAD keys are ``aes256-gcm96`` transit keys with key derivation: each context (dataset, version,
 object) gets its own derived key, so a wrapped key opens only in its own context, and transit's
-rewrap (which has no associated-data parameter) keeps that binding. Signing keys
-are ``ed25519``; keyed-hash keys are AEAD-type transit keys used only through the HMAC endpoint at
-version 1 (never rotated, so pseudonyms stay stable). Keys are created on first use.
+rewrap (which has no associated-data parameter) keeps that binding. Signing keys are ``ed25519``;
+token-signing keys are ``ecdsa-p256`` with signatures marshalled as JWS; keyed-hash keys are
+AEAD-type transit keys used only through the HMAC endpoint at version 1 (never rotated, so
+pseudonyms stay stable). Keys are created on first use.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from infra.keys.base import (
     WrappedKey,
     check_name,
     key_id,
+    version_of,
 )
 from infra.settings import Settings
 
-_TRANSIT_TYPES = {KeyKind.aead: "aes256-gcm96", KeyKind.ed25519: "ed25519", KeyKind.hmac: "aes256-gcm96"}
+_TRANSIT_TYPES = {
+    KeyKind.aead: "aes256-gcm96",
+    KeyKind.ed25519: "ed25519",
+    KeyKind.hmac: "aes256-gcm96",
+    KeyKind.ecdsa_p256: "ecdsa-p256",
+}
 
 
 def _b64(data: bytes) -> str:
@@ -151,12 +158,28 @@ class VaultKeyBackend:
 
     def rotate(self, name: str) -> int:
         """Rotate the transit key; return the new version."""
-        self._ensure(name, self._known.get(name, KeyKind.aead))
+        self._ensure(name, self._known.get(name) or self._kind_on_server(name))
         if self._known[name] is KeyKind.hmac:
             raise KeyManagementError(f"key {name!r} is a keyed-hash key: rotating it would change pseudonyms")
         with self._calls(f"rotate {name!r}"):
             self._transit.rotate_key(name, mount_point=self.mount)
         return self.latest_version(name)
+
+    def _kind_on_server(self, name: str) -> KeyKind:
+        # A key first touched by ``rotate`` in this process: take its kind from the server, so a
+        # signing key is not mistaken for a key-encryption key (absent keys are created as AEAD).
+        import hvac.exceptions
+
+        check_name(name)
+        with self._calls(f"read key {name!r}"):
+            try:
+                key_type = self._transit.read_key(name, mount_point=self.mount)["data"]["type"]
+            except hvac.exceptions.InvalidPath:
+                return KeyKind.aead
+        for kind in (KeyKind.ecdsa_p256, KeyKind.ed25519):
+            if _TRANSIT_TYPES[kind] == key_type:
+                return kind
+        return KeyKind.aead
 
     def latest_version(self, name: str) -> int:
         """The newest version of the transit key."""
@@ -195,6 +218,47 @@ class VaultKeyBackend:
                 name, hash_input=_b64(data), key_version=1, algorithm="sha2-256", mount_point=self.mount
             )
         return base64.b64decode(str(answer["data"]["hmac"]).split(":", 2)[2])
+
+    def _read_signing_key(self, name: str) -> dict[str, Any]:
+        self._ensure(name, KeyKind.ecdsa_p256)
+        with self._calls(f"read key {name!r}"):
+            data: dict[str, Any] = self._transit.read_key(name, mount_point=self.mount)["data"]
+        return data
+
+    def jws_key_id(self, name: str) -> str:
+        """Key id of the newest version of the transit ECDSA key."""
+        return key_id(name, int(self._read_signing_key(name)["latest_version"]))
+
+    def sign_jws(self, name: str, key_id: str, signing_input: bytes) -> bytes:
+        """ES256 signature made inside transit, marshalled as JWS (raw ``r || s``)."""
+        import hvac.exceptions
+
+        self._ensure(name, KeyKind.ecdsa_p256)
+        version = version_of(name, key_id)
+        with self._calls(f"sign with {name!r}"):
+            try:
+                answer = self._transit.sign_data(
+                    name,
+                    hash_input=_b64(signing_input),
+                    key_version=version,
+                    hash_algorithm="sha2-256",
+                    marshaling_algorithm="jws",
+                    mount_point=self.mount,
+                )
+            except hvac.exceptions.InvalidRequest as exc:
+                raise KeyManagementError(
+                    f"transit refused to sign with {key_id!r}: {exc.errors or exc}"
+                ) from exc
+        encoded = str(answer["data"]["signature"]).split(":", 2)[2]
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+    def jws_public_keys(self, name: str) -> dict[str, str]:
+        """PEM public keys of the transit ECDSA key's versions that are not retired."""
+        data = self._read_signing_key(name)
+        minimum = int(data.get("min_decryption_version") or 1)
+        return {
+            key_id(name, int(v)): str(k["public_key"]) for v, k in data["keys"].items() if int(v) >= minimum
+        }
 
     def check(self) -> str:
         """The server answers, is unsealed, and the token may use the transit mount."""

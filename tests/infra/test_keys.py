@@ -183,3 +183,51 @@ def test_settings_choose_the_backend(tmp_path, openbao):
     chosen = key_backend_from_settings(vault_settings)
     assert isinstance(chosen, VaultKeyBackend)
     assert "vault transit" in chosen.check()
+
+
+def _jws(backend: KeyBackend, name: str, claims: dict[str, object]) -> str:
+    import base64
+    import json
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    kid = backend.jws_key_id(name)
+    header = b64(json.dumps({"alg": "ES256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64(json.dumps(claims).encode())
+    signature = backend.sign_jws(name, kid, f"{header}.{payload}".encode())
+    assert len(signature) == 64
+    return f"{header}.{payload}.{b64(signature)}"
+
+
+def test_ecdsa_jws_signatures_verify_with_python_jose_across_rotation_until_retired(backend):
+    from jose import jws
+    from jose.exceptions import JWSError
+
+    name = _name("token")
+    first = _jws(backend, name, {"n": 1})
+    assert jws.get_unverified_header(first)["kid"] == f"{name}:v1"
+    public = backend.jws_public_keys(name)
+    assert set(public) == {f"{name}:v1"}
+    assert jws.verify(first, public[f"{name}:v1"], algorithms=["ES256"]) == b'{"n": 1}'
+
+    assert backend.rotate(name) == 2
+    second = _jws(backend, name, {"n": 2})
+    assert jws.get_unverified_header(second)["kid"] == f"{name}:v2"
+    public = backend.jws_public_keys(name)
+    assert jws.verify(first, public[f"{name}:v1"], algorithms=["ES256"])
+    assert jws.verify(second, public[f"{name}:v2"], algorithms=["ES256"])
+    with pytest.raises(JWSError):
+        jws.verify(second, public[f"{name}:v1"], algorithms=["ES256"])
+
+    backend.retire(name, 2)
+    assert set(backend.jws_public_keys(name)) == {f"{name}:v2"}
+
+
+def test_ecdsa_key_is_refused_for_other_purposes_and_foreign_key_ids(backend):
+    name = _name("token")
+    backend.jws_key_id(name)
+    with pytest.raises(KeyManagementError):
+        backend.sign(name, b"x")
+    with pytest.raises(KeyManagementError):
+        backend.sign_jws(name, "another-key:v1", b"x.y")

@@ -1,0 +1,1 @@
+"""Research projects and their approval: the "safe projects" of the Five Safes."""

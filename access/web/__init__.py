@@ -1,0 +1,1 @@
+"""Server-rendered pages for staff: sign-in and the audit review console."""

@@ -1,0 +1,216 @@
+"""Every route has an explicit access rule, and a real request with a real token of every role obeys it.
+
+The rule of each route is read from the app itself: the ``allowed_roles`` of its role dependency,
+``get_principal`` (any signed-in account) or nothing (public). It must equal the table below, so a
+new endpoint without an entry here fails this test until someone decides who may call it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.routing import iter_route_contexts
+
+from access.audit.actions import Role
+from access.dependencies import get_enrolling_principal, get_principal
+from tests.support.auth import StaffUser, sign_in
+
+PUBLIC = "public"
+SIGNED_IN = "signed_in"
+ENROLLING = "signed_in_or_enrolling"
+Rule = str | frozenset[Role]
+
+ADMIN = frozenset({Role.admin})
+DPO = frozenset({Role.dpo})
+DPO_OR_ADMIN = frozenset({Role.dpo, Role.admin})
+REVIEWERS = frozenset({Role.dpo, Role.legal_reviewer})
+RESEARCHER = frozenset({Role.researcher})
+
+EXPECTED: dict[tuple[str, str], Rule] = {
+    # system and documentation
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
+    ("GET", "/"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    # sign-in
+    ("POST", "/api/auth/token"): PUBLIC,
+    ("POST", "/api/auth/refresh"): PUBLIC,
+    ("POST", "/api/auth/logout"): SIGNED_IN,
+    ("GET", "/api/auth/me"): SIGNED_IN,
+    ("POST", "/api/auth/password"): SIGNED_IN,
+    ("POST", "/api/auth/mfa/enrol"): ENROLLING,
+    ("POST", "/api/auth/mfa/confirm"): ENROLLING,
+    # accounts
+    ("POST", "/api/admin/accounts"): ADMIN,
+    ("GET", "/api/admin/accounts"): ADMIN,
+    ("GET", "/api/admin/accounts/{account_id}"): ADMIN,
+    ("PATCH", "/api/admin/accounts/{account_id}"): ADMIN,
+    ("POST", "/api/admin/accounts/{account_id}/suspend"): ADMIN,
+    ("POST", "/api/admin/accounts/{account_id}/reactivate"): ADMIN,
+    ("POST", "/api/admin/accounts/{account_id}/reset-mfa"): ADMIN,
+    ("DELETE", "/api/admin/accounts/{account_id}"): ADMIN,
+    # audit review
+    ("GET", "/api/audit/entries"): REVIEWERS,
+    ("GET", "/api/audit/export"): REVIEWERS,
+    ("GET", "/api/audit/verify"): REVIEWERS,
+    ("POST", "/api/audit/verify"): REVIEWERS,
+    ("POST", "/api/audit/checkpoints"): DPO,
+    ("GET", "/api/audit/checkpoints/latest"): REVIEWERS,
+    ("POST", "/api/audit/signoffs"): REVIEWERS,
+    ("GET", "/api/audit/signoffs"): REVIEWERS,
+    # staff pages (session cookie holding the same access token)
+    ("GET", "/staff/login"): PUBLIC,
+    ("POST", "/staff/login"): PUBLIC,
+    ("POST", "/staff/logout"): PUBLIC,
+    ("GET", "/staff/audit"): REVIEWERS,
+    ("GET", "/staff/audit/export"): REVIEWERS,
+    ("GET", "/staff/audit/verify"): REVIEWERS,
+    ("GET", "/staff/audit/signoffs"): REVIEWERS,
+    ("POST", "/staff/audit/signoffs"): REVIEWERS,
+    # research projects (finer rules, e.g. membership, are checked by the service)
+    ("GET", "/api/projects/agreement"): SIGNED_IN,
+    ("POST", "/api/projects"): RESEARCHER,
+    ("GET", "/api/projects"): SIGNED_IN,
+    ("GET", "/api/projects/{project_id}"): SIGNED_IN,
+    ("PATCH", "/api/projects/{project_id}"): RESEARCHER,
+    ("POST", "/api/projects/{project_id}/submit"): RESEARCHER,
+    ("POST", "/api/projects/{project_id}/approve"): DPO_OR_ADMIN,
+    ("POST", "/api/projects/{project_id}/reject"): DPO,
+    ("POST", "/api/projects/{project_id}/request-changes"): DPO,
+    ("POST", "/api/projects/{project_id}/suspend"): DPO_OR_ADMIN,
+    ("POST", "/api/projects/{project_id}/reinstate"): DPO_OR_ADMIN,
+    ("POST", "/api/projects/{project_id}/close"): SIGNED_IN,
+    ("POST", "/api/projects/{project_id}/members"): RESEARCHER,
+}
+
+STAFF = (Role.admin, Role.dpo, Role.legal_reviewer, Role.data_steward, Role.researcher)
+SESSION_ENDING = {("POST", "/api/auth/logout")}
+"""Requests that end the caller's sign-in: the role signs in again afterwards."""
+
+
+def _calls(dependant: Any) -> list[Callable[..., Any]]:
+    found = []
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            found.append(sub.call)
+        found.extend(_calls(sub))
+    return found
+
+
+def _rule(dependant: Any) -> Rule:
+    calls = _calls(dependant)
+    role_sets = [frozenset(c.allowed_roles) for c in calls if getattr(c, "allowed_roles", None)]
+    if role_sets:
+        return frozenset.intersection(*role_sets)
+    if get_principal in calls:
+        return SIGNED_IN
+    if get_enrolling_principal in calls:
+        return ENROLLING
+    return PUBLIC
+
+
+def _app_rules(app: Any) -> dict[tuple[str, str], Rule]:
+    rules: dict[tuple[str, str], Rule] = {}
+    for route in iter_route_contexts(app.routes):
+        methods = route.methods or set()
+        dependant = getattr(route, "dependant", None)
+        for method in sorted(methods - {"HEAD"}):
+            rules[(method, route.path)] = _rule(dependant) if dependant is not None else PUBLIC
+    return rules
+
+
+def test_every_route_has_the_expected_access_rule(client):
+    actual = _app_rules(client.app)
+    missing = sorted(key for key in actual if key not in EXPECTED)
+    assert not missing, f"routes without an entry in EXPECTED (decide who may call them): {missing}"
+    stale = sorted(key for key in EXPECTED if key not in actual)
+    assert not stale, f"EXPECTED lists routes the app no longer has: {stale}"
+    wrong = {key: (actual[key], EXPECTED[key]) for key in actual if actual[key] != EXPECTED[key]}
+    assert not wrong, f"routes whose rule differs from the table (actual, expected): {wrong}"
+
+
+def _allowed(rule: Rule, role: Role | None) -> bool:
+    if rule == PUBLIC:
+        return True
+    if role is None:
+        return False
+    if rule in (SIGNED_IN, ENROLLING):
+        return True
+    assert isinstance(rule, frozenset)
+    return role in rule
+
+
+def _url(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+
+
+def test_every_route_answers_each_role_as_its_rule_says(client, staff_factory):
+    users: dict[Role, StaffUser] = {role: staff_factory(roles=[role]) for role in STAFF}
+    tokens = {role: sign_in(client, user)["access_token"] for role, user in users.items()}
+    problems = []
+    for (method, path), rule in sorted(EXPECTED.items(), key=lambda item: item[0][1]):
+        if rule == PUBLIC:
+            continue
+        page = path.startswith("/staff/")
+        if page and method != "GET":
+            continue  # page forms also need a CSRF token; their rule is still checked above
+        for role in (None, *STAFF):
+            kwargs: dict[str, Any] = {}
+            if role is not None:
+                if page:
+                    client.cookies.set("staff_session", tokens[role], path="/staff")
+                else:
+                    kwargs["headers"] = {"Authorization": f"Bearer {tokens[role]}"}
+            if method in ("POST", "PATCH", "PUT"):
+                kwargs["json"] = {}
+            answer = client.request(method, _url(path), follow_redirects=False, **kwargs)
+            client.cookies.clear()
+            status = answer.status_code
+            who = role.value if role else "anonymous"
+            if role is None:
+                refused = status in (302, 303, 307, 401) if page else status == 401
+                if not refused:
+                    problems.append(f"{method} {path} as anonymous: {status}, expected 401")
+            elif not _allowed(rule, role):
+                if status != 403:
+                    problems.append(f"{method} {path} as {who}: {status}, expected 403")
+            elif status in (401, 403) or status >= 500:
+                problems.append(f"{method} {path} as {who}: {status}, expected to be let through")
+            if role is not None and (method, path) in SESSION_ENDING:
+                tokens[role] = sign_in(client, users[role])["access_token"]
+    assert not problems, "\n".join(problems)
+
+
+def test_token_for_mfa_enrolment_only_opens_the_enrolment_endpoints(client, staff_factory, db_session):
+    from access.accounts.models import Account
+
+    person = staff_factory(roles=[Role.researcher])
+    account = db_session.get(Account, person.account_id)
+    account.roles = ["dpo"]  # a role that needs MFA, which this account has not enrolled
+    db_session.flush()
+    body = sign_in(client, person)
+    assert body["scope"] == "mfa_enrolment"
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    problems = []
+    for (method, path), rule in EXPECTED.items():
+        if rule == PUBLIC or path.startswith("/staff/") or (method, path) in SESSION_ENDING:
+            continue
+        status = client.request(method, _url(path), headers=headers, json={}).status_code
+        if rule == ENROLLING:
+            if status in (401, 403):
+                problems.append(f"{method} {path}: {status}, expected to be let through")
+        elif status != 403:
+            problems.append(f"{method} {path}: {status}, expected 403")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", ["/api/auth/me", "/api/admin/accounts"])
+def test_anonymous_refusal_names_the_bearer_scheme_in_a_problem_document(client, path):
+    answer = client.get(path)
+    assert answer.status_code == 401
+    assert answer.headers["content-type"].startswith("application/problem+json")
