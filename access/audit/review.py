@@ -36,6 +36,7 @@ from access.audit.service import (
     SIGNING_KEY,
     SignedCheckpoint,
     VerificationReport,
+    chain_queued,
     create_checkpoint,
     head,
     latest_checkpoint,
@@ -220,6 +221,7 @@ def list_entries(
     """One page of matching entries, oldest first; records the read in the ledger."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidFilter(f"limit must be between 1 and {MAX_PAGE}")
+    chain_queued(session)
     if cursor:
         position = Cursor.decode(cursor, filters)
     else:
@@ -305,6 +307,7 @@ def verify(
     saved: SignedCheckpoint | None = None,
 ) -> ReviewVerification:
     """Recompute the whole ledger (and, given a saved checkpoint, prove it was only appended to)."""
+    chain_queued(session)
     connection = session.connection()
     report = verify_ledger(connection, keys.public_keys(SIGNING_KEY), saved)
     consistency = None

@@ -6,9 +6,9 @@ transaction of its own, and :func:`record_denied` entries are written whatever h
 request — so every attempt leaves a trace.
 
 Recording queues the entry in the caller's transaction with no global lock; right after that
-transaction commits, :func:`seal` chains every queued entry under the lock of the single chain-head
-row (``UPDATE audit_head … RETURNING``), many entries per sealing transaction. Sealers run one after
-another, so the chain stays linear with no gap and no fork, and a slow request never holds up
+transaction commits, :func:`seal` chains every queued entry under the single chain lock, many
+entries per sealing transaction (in the background, see ``access.audit.sealer``). Sealers run one
+after another, so the chain stays linear with no gap and no fork, and a slow request never holds up
 every other audited write.
 """
 
@@ -22,7 +22,8 @@ from hashlib import sha256
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Text, cast, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Table, Text, cast, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
 
 from access.audit import canonical
@@ -37,6 +38,8 @@ from access.audit.actions import (
 from access.audit.exceptions import InvalidCheckpoint
 from access.audit.merkle import RootBuilder, consistency_proof, inclusion_proof
 from access.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEntry, AuditHead, AuditPending
+from access.audit.sealer import sealer_for
+from infra.db import is_postgresql
 from infra.keys import KeyBackend, verify_signature
 from infra.logging import get_logger, request_id_var
 
@@ -111,72 +114,8 @@ def _pending(
     )
 
 
-def _queue(session: Session, pending: _Pending) -> RecordedEntry:
-    occurred_at = _now()
-    pending_id = session.execute(
-        insert(AuditPending)
-        .values(
-            occurred_at=occurred_at,
-            actor_id=pending.actor.id,
-            actor_role=pending.actor.role.value,
-            action=pending.action,
-            target_type=pending.target_type,
-            target_id=pending.target_id,
-            outcome=pending.outcome.value,
-            request_id=pending.request_id,
-            project_id=pending.project_id,
-            details=pending.details,
-        )
-        .returning(AuditPending.id)
-    ).scalar_one()
-    return RecordedEntry(pending_id=int(pending_id), occurred_at=occurred_at)
-
-
-SEAL_BATCH = 5000
-
-
-def seal(session: Session) -> int:
-    """Chain every pending entry this transaction can see, in queue order; return how many.
-
-    The first statement updates the chain-head row, which takes its lock (a row lock on
-    PostgreSQL, the database write lock on SQLite) before anything is read, so two sealers run one
-    after the other and each continues from the head the previous one committed: the chain stays
-    linear with no gap and no fork. Many queued entries are sealed in one transaction, so
-    concurrent writers share one commit instead of each holding the lock through their own.
-    """
-    seq, prev_hash = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=AuditHead.seq)
-        .returning(AuditHead.seq, AuditHead.entry_hash),
-        execution_options={"synchronize_session": False},
-    ).one()
-    sealed = 0
-    while True:
-        rows = session.execute(select(*_PENDING_COLUMNS).order_by(AuditPending.id).limit(SEAL_BATCH)).all()
-        if not rows:
-            break
-        entries = []
-        for row in rows:
-            seq += 1
-            values = dict(zip(_PENDING_NAMES, row[1:], strict=True))
-            document = canonical.entry_document(seq=seq, prev_hash=prev_hash, **values)
-            prev_hash = canonical.entry_hash(document)
-            entries.append(
-                {**values, "seq": seq, "prev_hash": document["prev_hash"], "entry_hash": prev_hash}
-            )
-        session.execute(insert(AuditEntry), entries)
-        session.execute(delete(AuditPending).where(AuditPending.id.in_([row[0] for row in rows])))
-        sealed += len(rows)
-        if len(rows) < SEAL_BATCH:
-            break
-    session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=seq, entry_hash=prev_hash),
-        execution_options={"synchronize_session": False},
-    )
-    return sealed
-
-
+# Core statements built once: the append path runs for every audited request, and ORM statement
+# building costs several times more than the round trips themselves.
 _PENDING_NAMES = (
     "occurred_at",
     "actor_id",
@@ -189,7 +128,83 @@ _PENDING_NAMES = (
     "project_id",
     "details",
 )
-_PENDING_COLUMNS = (AuditPending.id, *(getattr(AuditPending, name) for name in _PENDING_NAMES))
+_PENDING: Table = AuditPending.__table__  # type: ignore[assignment]
+_ENTRY: Table = AuditEntry.__table__  # type: ignore[assignment]
+_HEAD: Table = AuditHead.__table__  # type: ignore[assignment]
+_INSERT_PENDING = insert(_PENDING).returning(_PENDING.c.id)
+_LOCK_HEAD = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.entry_hash)
+)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
+# One fixed key for "the audit chain" (the ASCII of "AUDITLOG"); any process that appends takes it.
+_AUDIT_LOCK_KEY = 0x4155444954204C47
+_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
+_TRY_ADVISORY_LOCK = select(func.pg_try_advisory_xact_lock(_AUDIT_LOCK_KEY))
+_READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in _PENDING_NAMES)).order_by(_PENDING.c.id)
+_INSERT_ENTRIES = insert(_ENTRY)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+
+
+def _queue(session: Session, pending: _Pending) -> RecordedEntry:
+    occurred_at = _now()
+    pending_id = (
+        session.connection()
+        .execute(
+            _INSERT_PENDING,
+            {
+                "occurred_at": occurred_at,
+                "actor_id": pending.actor.id,
+                "actor_role": pending.actor.role.value,
+                "action": pending.action,
+                "target_type": pending.target_type,
+                "target_id": pending.target_id,
+                "outcome": pending.outcome.value,
+                "request_id": pending.request_id,
+                "project_id": pending.project_id,
+                "details": pending.details,
+            },
+        )
+        .scalar_one()
+    )
+    return RecordedEntry(pending_id=int(pending_id), occurred_at=occurred_at)
+
+
+SEAL_BATCH = 5000
+
+
+def seal(session: Session, *, locked: bool = False) -> int:
+    """Chain every pending entry this transaction can see, in queue order; return how many.
+
+    ``locked`` says the caller already holds the PostgreSQL lock. Sealers take one lock before
+    they read the chain head: on PostgreSQL a transaction-level
+    advisory lock (it writes nothing, so a pass that finds nothing to do costs no commit flush), on
+    SQLite the database write lock taken by a no-op update of the head row. So two sealers run one
+    after the other, each continuing from the head the previous one committed, and the chain stays
+    linear with no gap and no fork. A sealer keeps going while entries keep arriving, so
+    concurrent writers share its commit instead of each waiting for their own.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        if not locked:
+            connection.execute(_ADVISORY_LOCK)
+        seq, prev_hash = connection.execute(_READ_HEAD).one()
+    else:
+        seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+    start = seq
+    while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
+        entries = []
+        for row in rows:
+            seq += 1
+            values = dict(zip(_PENDING_NAMES, row[1:], strict=True))
+            document = canonical.entry_document(seq=seq, prev_hash=prev_hash, **values)
+            entry_hash = canonical.entry_hash(document)
+            entries.append({**values, "seq": seq, "prev_hash": prev_hash, "entry_hash": entry_hash})
+            prev_hash = entry_hash
+        connection.execute(_INSERT_ENTRIES, entries)
+        connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
+    if seq != start:
+        connection.execute(_MOVE_HEAD.values(seq=seq, entry_hash=prev_hash))
+    return int(seq - start)
 
 
 def record(
@@ -256,28 +271,48 @@ def record_denied(
 
 
 def _after_end(session: Session, independent: list[_Pending], queued: list[int]) -> None:
-    """Write independent entries and seal, in a fresh transaction on the same bind.
+    """Write independent entries, then have the queued entries chained.
 
-    The finished session may not run SQL inside its own hook, hence the fresh one.
+    The finished session may not run SQL inside its own hook, hence a fresh one on the same bind.
+    With an engine, the process's background sealer chains the entries within milliseconds
+    (``access.audit.sealer``). A session bound to a caller's connection (a test's transaction, a
+    migration) holds entries no other connection can see yet, so they are chained right here.
     """
     if not independent and not queued:
         return
-    with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as fresh:
-        if independent:
-            for pending in independent:
-                _queue(fresh, pending)
-        else:
-            # Another process's sealing pass may already have chained ours: then there is nothing
-            # to wait for. (Checked in its own short transaction, so SQLite can then take the
-            # write lock on a fresh snapshot.)
-            waiting = fresh.scalar(
-                select(func.count()).select_from(AuditPending).where(AuditPending.id.in_(queued))
-            )
+    bind = session.get_bind()
+    with Session(bind=bind, join_transaction_mode="create_savepoint") as fresh:
+        for pending in independent:
+            _queue(fresh, pending)
+        if isinstance(bind, Engine):
+            if independent:
+                fresh.commit()
+            sealer_for(bind).wake()
+            return
+        if seal(fresh) or independent:
             fresh.commit()
-            if not waiting:
-                return
-        seal(fresh)
-        fresh.commit()
+        else:
+            fresh.rollback()
+
+
+def chain_queued(session: Session) -> None:
+    """Before reading the ledger: chain the entries this process queued that still wait.
+
+    Entries of other processes are chained by their own sealers within milliseconds; a session on
+    a caller's connection chains its entries at commit and needs nothing here.
+    """
+    bind = session.get_bind()
+    if isinstance(bind, Engine):
+        sealer_for(bind).flush()
+
+
+def try_seal(session: Session, *, wait: bool) -> int | None:
+    """Seal as :func:`seal`; without ``wait``, None when another process holds the chain lock."""
+    if not wait and is_postgresql(session):
+        if not session.connection().execute(_TRY_ADVISORY_LOCK).scalar():
+            return None
+        return seal(session, locked=True)
+    return seal(session)
 
 
 def _after_commit(session: Session) -> None:
@@ -457,6 +492,7 @@ def latest_checkpoint(session: Session) -> AuditCheckpoint | None:
 
 def create_checkpoint(session: Session, keys: KeyBackend) -> AuditCheckpoint:
     """Sign the current tree size and root (continuing from the last checkpoint's frontier)."""
+    chain_queued(session)
     seal(session)
     size, _ = head(session)
     last = latest_checkpoint(session)

@@ -542,6 +542,7 @@ def test_two_simultaneous_second_approvals_approve_the_project_once(monkeypatch)
     from sqlalchemy import func, select
 
     from access.audit.models import AuditEntry
+    from access.audit.service import chain_queued
     from access.projects import repository
     from infra.db import make_engine, make_session_factory, session_scope
     from infra.migrate import upgrade
@@ -590,6 +591,7 @@ def test_two_simultaneous_second_approvals_approve_the_project_once(monkeypatch)
 
         assert sorted(outcomes) == ["approved", "refused"]
         with factory() as session:
+            chain_queued(session)  # entries are chained in the background after each commit
             approved = session.scalar(
                 select(func.count())
                 .select_from(AuditEntry)

@@ -1,0 +1,129 @@
+"""Background sealing: chains queued ledger entries shortly after their transactions commit.
+
+A request's transaction only inserts its entries into the queue table; chaining them (which needs
+the single chain lock) is done by one thread per process and database, woken after each commit
+that queued something. The thread takes the lock without waiting when it can, seals everything
+visible — so one pass chains the entries of many requests and many processes — and retries
+shortly when another process holds the lock, until what it owes is chained. Requests therefore
+never wait for the chain lock, and nothing stays unchained: at exit the process seals what is
+left, and the periodic ``audit.seal`` job covers a process that died in between.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from infra.logging import get_logger
+
+log = get_logger(__name__)
+
+RETRY_SECONDS = 0.005
+ERROR_BACKOFF_SECONDS = 1.0
+
+
+class Sealer:
+    """One background sealing thread for one engine in one process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._owed = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Note that entries were queued and committed; they will be chained shortly."""
+        with self._lock:
+            self._owed += 1
+        self._wake.set()
+
+    @property
+    def owed(self) -> int:
+        """Commits whose entries may still wait to be chained."""
+        with self._lock:
+            return self._owed
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                taken = self._owed
+            if not taken:
+                return
+            try:
+                done = self._pass(wait=False)
+            except Exception:
+                log.exception("audit.seal_failed")
+                time.sleep(ERROR_BACKOFF_SECONDS)
+                continue
+            if done:
+                with self._lock:
+                    self._owed -= taken
+            else:
+                time.sleep(RETRY_SECONDS)
+
+    def _pass(self, *, wait: bool) -> bool:
+        """One sealing transaction; False when another process holds the lock (and ``wait`` is off)."""
+        from access.audit.service import try_seal
+
+        with Session(bind=self.engine) as session:
+            sealed = try_seal(session, wait=wait)
+            if sealed is None:
+                session.rollback()
+                return False
+            if sealed:
+                session.commit()
+            else:
+                session.rollback()
+            return True
+
+    def flush(self) -> None:
+        """Chain everything owed now, waiting for the lock (used at exit)."""
+        if self.owed:
+            with self._lock:
+                taken = self._owed
+            self._pass(wait=True)
+            with self._lock:
+                self._owed -= taken
+
+
+_SEALERS: dict[tuple[int, int], Sealer] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def sealer_for(engine: Engine) -> Sealer:
+    """The sealer of this process for ``engine`` (created on first use, again after a fork)."""
+    key = (os.getpid(), id(engine))
+    sealer = _SEALERS.get(key)
+    if sealer is None:
+        with _REGISTRY_LOCK:
+            sealer = _SEALERS.get(key)
+            if sealer is None:
+                sealer = _SEALERS[key] = Sealer(engine)
+    return sealer
+
+
+def flush_all() -> None:
+    """Chain what this process still owes, for every engine (at exit, and for tests)."""
+    pid = os.getpid()
+    for (owner, _), sealer in list(_SEALERS.items()):
+        if owner == pid:
+            try:
+                sealer.flush()
+            except Exception:
+                log.exception("audit.seal_at_exit_failed")
+
+
+atexit.register(flush_all)
