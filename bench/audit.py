@@ -1,7 +1,10 @@
 """Audit ledger benchmark: concurrent appends on PostgreSQL, and streaming verification speed.
 
-Append: 8 writer processes each record entries one transaction at a time through ``record``, as
-8 API or worker processes would. Verify: a ledger of 1,000,000 entries (built in bulk with the same
+Append: 8 writer processes record entries through ``record``, as 8 API or worker processes would,
+one entry per transaction and ten per transaction (a bulk import), next to the same processes
+writing plain rows with no ledger at all: the floor of a transaction on this machine.
+
+Verify: a ledger of 1,000,000 entries (built in bulk with the same
 canonical encoding, since appending a million entries one by one would only measure appends again)
 is verified by ``verify_ledger`` in a fresh process whose peak memory is read from the OS; the same
 is done for 100,000 entries to show memory stays flat. The speed is compared with raw SHA-256 of
@@ -27,15 +30,29 @@ from infra.db import make_engine
 from infra.migrate import upgrade
 
 
-def append_benchmark(url: str, writers: int = 8, per_writer: int = 1000) -> dict[str, Any]:
-    """Appends per second with ``writers`` concurrent processes."""
+def append_benchmark(
+    url: str, writers: int = 8, per_writer: int = 1000, per_transaction: int = 1, audited: bool = True
+) -> dict[str, Any]:
+    """Entries per second with ``writers`` concurrent processes (all chained when it ends)."""
+    from sqlalchemy import func, select, text
+
+    from access.audit.models import AuditEntry
     from tests.support.audit_writers import run_writers
 
     engine = make_engine(url)
     upgrade(engine)
-    engine.dispose()
-    elapsed = run_writers(url, writers=writers, per_writer=per_writer)
+    with engine.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, label text)")
+        )
+    elapsed = run_writers(url, writers, per_writer, per_transaction, audited)
     total = writers * per_writer
+    if audited:
+        with engine.connect() as connection:
+            chained = connection.scalar(select(func.count()).select_from(AuditEntry))
+        if chained != total:
+            raise RuntimeError(f"{chained} of {total} entries were chained")
+    engine.dispose()
     return {"writers": writers, "entries": total, "seconds": elapsed, "per_second": total / elapsed}
 
 

@@ -50,6 +50,7 @@ SIGNING_KEY = "audit-checkpoint"
 _ATTEMPTS = "audit_attempts"
 _INDEPENDENT = "audit_independent"
 _QUEUED = "audit_queued"
+_BUFFER = "audit_buffer"
 _STREAM = {"stream_results": True, "yield_per": 20_000}
 
 
@@ -85,9 +86,8 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class RecordedEntry:
-    """What ``record`` returns: the queued entry. Its sequence number is given when it is sealed."""
+    """What ``record`` returns: the entry's time. Its sequence number is given when it is sealed."""
 
-    pending_id: int
     occurred_at: datetime
 
 
@@ -131,7 +131,7 @@ _PENDING_NAMES = (
 _PENDING: Table = AuditPending.__table__  # type: ignore[assignment]
 _ENTRY: Table = AuditEntry.__table__  # type: ignore[assignment]
 _HEAD: Table = AuditHead.__table__  # type: ignore[assignment]
-_INSERT_PENDING = insert(_PENDING).returning(_PENDING.c.id)
+_INSERT_PENDING_MANY = insert(_PENDING)
 _LOCK_HEAD = (
     update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.entry_hash)
 )
@@ -145,28 +145,30 @@ _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
-def _queue(session: Session, pending: _Pending) -> RecordedEntry:
-    occurred_at = _now()
-    pending_id = (
-        session.connection()
-        .execute(
-            _INSERT_PENDING,
-            {
-                "occurred_at": occurred_at,
-                "actor_id": pending.actor.id,
-                "actor_role": pending.actor.role.value,
-                "action": pending.action,
-                "target_type": pending.target_type,
-                "target_id": pending.target_id,
-                "outcome": pending.outcome.value,
-                "request_id": pending.request_id,
-                "project_id": pending.project_id,
-                "details": pending.details,
-            },
-        )
-        .scalar_one()
-    )
-    return RecordedEntry(pending_id=int(pending_id), occurred_at=occurred_at)
+def _row(pending: _Pending) -> dict[str, Any]:
+    return {
+        "occurred_at": _now(),
+        "actor_id": pending.actor.id,
+        "actor_role": pending.actor.role.value,
+        "action": pending.action,
+        "target_type": pending.target_type,
+        "target_id": pending.target_id,
+        "outcome": pending.outcome.value,
+        "request_id": pending.request_id,
+        "project_id": pending.project_id,
+        "details": pending.details,
+    }
+
+
+def write_queued(session: Session) -> None:
+    """Insert the entries recorded in this transaction into the queue table (done at commit).
+
+    Entries are held by the session until then, so a request that records several entries writes
+    them in one statement.
+    """
+    rows = session.info.pop(_BUFFER, None)
+    if rows:
+        session.connection().execute(_INSERT_PENDING_MANY, rows)
 
 
 SEAL_BATCH = 5000
@@ -183,6 +185,7 @@ def seal(session: Session, *, locked: bool = False) -> int:
     linear with no gap and no fork. A sealer keeps going while entries keep arriving, so
     concurrent writers share its commit instead of each waiting for their own.
     """
+    write_queued(session)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         if not locked:
@@ -235,10 +238,13 @@ def record(
         request_id=request_id,
     )
     install_audit_hooks()
-    entry = _queue(session, pending)
+    if not session.in_transaction():
+        session.begin()
+    row = _row(pending)
+    session.info.setdefault(_BUFFER, []).append(row)
     session.info.setdefault(_ATTEMPTS, []).append(pending)
-    session.info.setdefault(_QUEUED, []).append(entry.pending_id)
-    return entry
+    session.info[_QUEUED] = True
+    return RecordedEntry(occurred_at=row["occurred_at"])
 
 
 def record_denied(
@@ -270,7 +276,7 @@ def record_denied(
     session.info.setdefault(_INDEPENDENT, []).append(pending)
 
 
-def _after_end(session: Session, independent: list[_Pending], queued: list[int]) -> None:
+def _after_end(session: Session, independent: list[_Pending], queued: bool) -> None:
     """Write independent entries, then have the queued entries chained.
 
     The finished session may not run SQL inside its own hook, hence a fresh one on the same bind.
@@ -282,8 +288,8 @@ def _after_end(session: Session, independent: list[_Pending], queued: list[int])
         return
     bind = session.get_bind()
     with Session(bind=bind, join_transaction_mode="create_savepoint") as fresh:
-        for pending in independent:
-            _queue(fresh, pending)
+        if independent:
+            fresh.connection().execute(_INSERT_PENDING_MANY, [_row(p) for p in independent])
         if isinstance(bind, Engine):
             if independent:
                 fresh.commit()
@@ -317,14 +323,14 @@ def try_seal(session: Session, *, wait: bool) -> int | None:
 
 def _after_commit(session: Session) -> None:
     session.info.pop(_ATTEMPTS, None)
-    queued = session.info.pop(_QUEUED, [])
+    queued = bool(session.info.pop(_QUEUED, False))
     independent = session.info.pop(_INDEPENDENT, [])
     try:
         _after_end(session, independent, queued)
     except Exception:
         # The change and its entry are committed; the entry waits in the queue for the next
         # sealing pass (at the latest the periodic one).
-        log.exception("audit.seal_deferred", queued=len(queued), independent=len(independent))
+        log.exception("audit.seal_deferred", independent=len(independent))
         if independent:
             raise
 
@@ -336,6 +342,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if transaction.parent is not None:
         return
     session.info.pop(_QUEUED, None)
+    session.info.pop(_BUFFER, None)
     if not session.info.get(_ATTEMPTS) and not session.info.get(_INDEPENDENT):
         return
     attempts: list[_Pending] = session.info.pop(_ATTEMPTS, [])
@@ -355,7 +362,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     ]
     independent = session.info.pop(_INDEPENDENT, [])
     try:
-        _after_end(session, [*failed, *independent], [])
+        _after_end(session, [*failed, *independent], False)
     except Exception:
         log.exception("audit.failure_record_lost", entries=len(failed) + len(independent))
         raise
@@ -373,6 +380,7 @@ def install_audit_hooks() -> None:
     if _hooks_installed:
         return
     if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "before_commit", write_queued)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_transaction_end", _after_transaction_end)
     _hooks_installed = True

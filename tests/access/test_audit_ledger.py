@@ -29,6 +29,7 @@ from access.audit.service import (
     record_denied,
     seal,
     verify_ledger,
+    write_queued,
 )
 from infra.db import session_scope
 from infra.keys import FileKeyBackend
@@ -128,7 +129,7 @@ def test_entries_are_queued_in_the_transaction_and_chained_right_after_it_commit
         first = record(session, STEWARD, TEST_ACTION, details={"purpose": "interviews"})
         second = record(session, STEWARD, TEST_ACTION, details={"purpose": "questionnaires"})
         assert session.scalars(select(AuditEntry)).all() == []
-    assert first.pending_id < second.pending_id
+    assert first.occurred_at <= second.occurred_at
     entries = db_session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
     assert [(e.seq, e.details["purpose"]) for e in entries] == [(1, "interviews"), (2, "questionnaires")]
     assert db_session.scalar(select(func.count()).select_from(AuditPending)) == 0
@@ -136,7 +137,8 @@ def test_entries_are_queued_in_the_transaction_and_chained_right_after_it_commit
 
 def test_pending_entries_cannot_be_altered_before_they_are_sealed(db_session, db_connection):
     record(db_session, STEWARD, TEST_ACTION, details={"purpose": "interviews"})
-    db_session.flush()
+    write_queued(db_session)
+    assert db_session.scalar(select(func.count()).select_from(AuditPending)) == 1
     with pytest.raises(DBAPIError, match="append-only"), db_connection.begin_nested():
         db_connection.execute(text("UPDATE audit_pending SET actor_id = 'someone-else'"))
 

@@ -168,12 +168,13 @@ def test_sign_in_page_speaks_each_project_language(client, lang, heading):
 def test_verification_page_names_the_first_tampered_entry(client, dpo, db_connection):
     assert _login(client, dpo).status_code == 303
     db_connection.execute(text("ALTER TABLE audit_entry DISABLE TRIGGER audit_entry_append_only"))
-    db_connection.execute(text("UPDATE audit_entry SET target_id = 'forged' WHERE seq = 2"))
+    # The sign-in just recorded is entry 1.
+    db_connection.execute(text("UPDATE audit_entry SET target_id = 'forged' WHERE seq = 1"))
     db_connection.execute(text("ALTER TABLE audit_entry ENABLE TRIGGER audit_entry_append_only"))
     response = client.get("/staff/audit/verify")
     assert response.status_code == 200
     assert "Problems found." in response.text
-    assert "The first entry concerned is number 2." in response.text
+    assert "The first entry concerned is number 1." in response.text
 
 
 def test_every_string_of_the_review_pages_is_translated():
