@@ -6,8 +6,9 @@ writing plain rows with no ledger at all: the floor of a transaction on this mac
 
 Verify: a ledger of 1,000,000 entries (built in bulk with the same
 canonical encoding, since appending a million entries one by one would only measure appends again)
-is verified by ``verify_ledger`` in a fresh process whose peak memory is read from the OS; the same
-is done for 100,000 entries to show memory stays flat. The speed is compared with raw SHA-256 of
+is verified by ``verify_ledger`` in a fresh process (best of two runs, as the machine is shared)
+whose peak memory is read from the OS; the same is done for 100,000 entries to show memory stays
+flat. The speed is compared with raw SHA-256 of
 the same canonical bytes on the same machine.
 """
 
@@ -19,6 +20,7 @@ import multiprocessing
 import resource
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -106,29 +108,35 @@ def build_ledger(url: str, count: int) -> None:
         conn.commit()
 
 
-def _verify_in_child(url: str, queue: Any) -> None:
+def _peak_memory_mib() -> float:
+    # VmHWM belongs to this process's own address space; getrusage's maxrss would carry over the
+    # parent's peak through the exec that starts a spawned process.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _verify_in_child(url: str, queue: Any, rounds: int) -> None:
     from access.audit.service import verify_ledger
 
     engine = make_engine(url)
+    best = float("inf")
     with engine.connect() as connection:
-        start = time.perf_counter()
-        report = verify_ledger(connection, public_keys={})
-        elapsed = time.perf_counter() - start
+        for _ in range(rounds):
+            start = time.perf_counter()
+            report = verify_ledger(connection, public_keys={})
+            best = min(best, time.perf_counter() - start)
     queue.put(
-        {
-            "entries": report.entries,
-            "ok": report.ok,
-            "seconds": elapsed,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }
+        {"entries": report.entries, "ok": report.ok, "seconds": best, "peak_rss_mib": _peak_memory_mib()}
     )
 
 
-def verify_benchmark(url: str) -> dict[str, Any]:
-    """Verify the ledger at ``url`` in a fresh process; speed and peak memory."""
+def verify_benchmark(url: str, rounds: int = 2) -> dict[str, Any]:
+    """Verify the ledger at ``url`` in a fresh process; best time of ``rounds`` and peak memory."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_verify_in_child, args=(url, queue))
+    process = context.Process(target=_verify_in_child, args=(url, queue, rounds))
     process.start()
     result: dict[str, Any] = queue.get()
     process.join()

@@ -680,6 +680,17 @@ _ENTRY_COLUMNS = (
     AuditEntry.pruned_at,
 )
 
+# PostgreSQL formats each time exactly as the canonical encoding does, on its own core, so the
+# verifier neither builds datetime objects nor formats them.
+_PG_TIME = func.to_char(func.timezone("UTC", AuditEntry.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+
+
+def _entry_columns(connection: Connection) -> tuple[Any, ...]:
+    if connection.dialect.name == "postgresql":
+        return (_ENTRY_COLUMNS[0], _PG_TIME, *_ENTRY_COLUMNS[2:])
+    return _ENTRY_COLUMNS
+
+
 MAX_PROBLEMS = 100
 
 
@@ -708,7 +719,7 @@ class _Verifier:
         document = {
             "v": canonical.FORMAT_VERSION,
             "seq": seq,
-            "time": canonical.format_time(row[1]),
+            "time": row[1] if isinstance(row[1], str) else canonical.format_time(row[1]),
             "actor_id": row[2],
             "actor_role": row[3],
             "action": row[4],
@@ -844,7 +855,7 @@ def verify_ledger(
     report.checkpoints_checked = len(checkpoints) + (saved is not None)
 
     for row in connection.execute(
-        select(*_ENTRY_COLUMNS).order_by(AuditEntry.seq), execution_options=_STREAM
+        select(*_entry_columns(connection)).order_by(AuditEntry.seq), execution_options=_STREAM
     ):
         verifier.check_row(tuple(row))
         if progress is not None and not verifier.builder.size % 10_000:
