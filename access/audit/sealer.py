@@ -60,7 +60,7 @@ class Sealer:
         while True:
             with self._lock:
                 taken = self._owed
-            if not taken:
+            if taken <= 0:
                 return
             try:
                 done = self._pass(wait=False)
@@ -69,8 +69,7 @@ class Sealer:
                 time.sleep(ERROR_BACKOFF_SECONDS)
                 continue
             if done:
-                with self._lock:
-                    self._owed -= taken
+                self._settle(taken)
             else:
                 time.sleep(RETRY_SECONDS)
 
@@ -89,14 +88,19 @@ class Sealer:
                 session.rollback()
             return True
 
+    def _settle(self, taken: int) -> None:
+        # A pass chains everything committed before it started, so what was owed when it started
+        # is paid; a pass running at the same time on another thread may have paid it already.
+        with self._lock:
+            self._owed = max(0, self._owed - taken)
+
     def flush(self) -> None:
-        """Chain everything owed now, waiting for the lock (used at exit)."""
-        if self.owed:
-            with self._lock:
-                taken = self._owed
+        """Chain everything owed now, waiting for the lock (before reading the ledger, and at exit)."""
+        with self._lock:
+            taken = self._owed
+        if taken > 0:
             self._pass(wait=True)
-            with self._lock:
-                self._owed -= taken
+            self._settle(taken)
 
 
 _SEALERS: dict[tuple[int, int], Sealer] = {}

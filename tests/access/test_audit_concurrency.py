@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from access.audit.actions import Role
 from access.audit.models import AuditEntry
-from access.audit.service import verify_ledger
+from access.audit.service import Actor, verify_ledger
 from infra.db import make_engine
 from infra.migrate import upgrade
 from tests.conftest import recreate_database
@@ -30,5 +31,39 @@ def test_eight_processes_times_500_appends_make_one_verified_chain():
             report = verify_ledger(connection, public_keys={})
         assert report.ok, report.problems[:5]
         assert report.entries == 4000
+    finally:
+        engine.dispose()
+
+
+def test_entries_of_committed_requests_are_chained_in_the_background_without_waiting():
+    import time
+
+    from access.audit.models import AuditPending
+    from access.audit.service import chain_queued, record
+    from infra.db import make_session_factory, session_scope
+    from tests.support.audit_writers import LOAD_ACTION
+
+    url = recreate_database("enclave_test_audit_sealer")
+    engine = make_engine(url)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    try:
+        for i in range(20):
+            with session_scope(factory) as session:
+                record(session, Actor("acct-bg", Role.system), LOAD_ACTION, target_id=f"bg-{i}")
+        deadline = time.monotonic() + 10
+        with engine.connect() as connection:
+            while connection.scalar(select(func.count()).select_from(AuditEntry)) < 20:
+                assert time.monotonic() < deadline, "the background sealer did not chain the entries"
+                time.sleep(0.05)
+                connection.rollback()
+            assert connection.scalar(select(func.count()).select_from(AuditPending)) == 0
+            assert verify_ledger(connection, public_keys={}).ok
+        # A reader that needs everything this process committed chains it first.
+        with session_scope(factory) as session:
+            record(session, Actor("acct-bg", Role.system), LOAD_ACTION, target_id="bg-last")
+        with factory() as session:
+            chain_queued(session)
+            assert session.scalar(select(func.max(AuditEntry.seq))) == 21
     finally:
         engine.dispose()
