@@ -75,7 +75,7 @@ class Sealer:
 
     def _pass(self, *, wait: bool) -> bool:
         """One sealing transaction; False when another process holds the lock (and ``wait`` is off)."""
-        from access.audit.service import try_seal
+        from access.audit.recording import try_seal
 
         with Session(bind=self.engine) as session:
             sealed = try_seal(session, wait=wait)

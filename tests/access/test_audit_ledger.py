@@ -296,11 +296,11 @@ def three_years_ago(monkeypatch):
     """Record entries as if it were three years ago until the returned callable is called."""
     from datetime import UTC, datetime, timedelta
 
-    from access.audit import service
+    from access.audit import recording
 
     past = datetime.now(UTC) - timedelta(days=3 * 365)
-    monkeypatch.setattr(service, "_now", lambda: past)
-    return lambda: monkeypatch.setattr(service, "_now", lambda: datetime.now(UTC))
+    monkeypatch.setattr(recording, "clock", lambda: past)
+    return lambda: monkeypatch.setattr(recording, "clock", lambda: datetime.now(UTC))
 
 
 def _old_and_new(db_session, three_years_ago, old: int = 12, new: int = 5) -> None:

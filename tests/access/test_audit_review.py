@@ -383,14 +383,14 @@ def test_verify_names_the_first_tampered_entry(client, act_as, seeded, db_connec
 def test_entries_emptied_by_retention_are_marked_and_still_proven(
     client, act_as, session_factory, components, monkeypatch
 ):
-    from access.audit import service
+    from access.audit import recording, service
 
     past = datetime.now(UTC) - timedelta(days=3 * 365)
-    monkeypatch.setattr(service, "_now", lambda: past)
+    monkeypatch.setattr(recording, "clock", lambda: past)
     with session_scope(session_factory) as session:
         for i in range(4):
             record(session, STEWARD, ACTION, target_id=f"old-{i}", details={"purpose": "questionnaires"})
-    monkeypatch.setattr(service, "_now", lambda: datetime.now(UTC))
+    monkeypatch.setattr(recording, "clock", lambda: datetime.now(UTC))
     with session_scope(session_factory) as session:
         record(session, STEWARD, ACTION, target_id="recent", details={"purpose": "questionnaires"})
         service.apply_retention(session, components.keys, retention_days=2 * 365)

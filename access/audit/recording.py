@@ -1,0 +1,377 @@
+"""Recording audit entries: one call inside the transaction of the change it describes.
+
+Use :func:`record` inside the transaction of the change it describes: both commit or neither does.
+If that transaction rolls back, a ``failed`` entry for the same action is written afterwards in a
+transaction of its own, and :func:`record_denied` entries are written whatever happens to the
+request — so every attempt leaves a trace.
+
+Recording queues the entry in the caller's transaction with no global lock; right after that
+transaction commits, :func:`seal` chains every queued entry under the single chain lock, many
+entries per sealing transaction (in the background, see ``access.audit.sealer``). Sealers run one
+after another, so the chain stays linear with no gap and no fork, and a slow request never holds up
+every other audited write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, SessionTransaction
+
+from access.audit import canonical
+from access.audit.actions import (
+    Details,
+    Outcome,
+    Role,
+    validate_details,
+)
+from access.audit.models import AuditEntry, AuditHead, AuditPending
+from access.audit.sealer import sealer_for
+from infra.db import is_postgresql
+from infra.logging import get_logger, request_id_var
+
+log = get_logger(__name__)
+
+LOG_ID = "letscare-enclave-audit"
+SIGNING_KEY = "audit-checkpoint"
+_ATTEMPTS = "audit_attempts"
+_INDEPENDENT = "audit_independent"
+_QUEUED = "audit_queued"
+_BUFFER = "audit_buffer"
+_STREAM = {"stream_results": True, "yield_per": 20_000}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: an account id, a subject pseudonym, or the system. Never a name or an email."""
+
+    id: str
+    role: Role
+
+    @classmethod
+    def system(cls) -> Actor:
+        """The enclave itself (scheduled jobs, workers)."""
+        return cls("system", Role.system)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    actor: Actor
+    action: str
+    target_type: str | None
+    target_id: str | None
+    outcome: Outcome
+    details: dict[str, Any]
+    project_id: str | None
+    request_id: str | None
+
+
+def clock() -> datetime:
+    """The clock entries are stamped with (one place, so tests can move it)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RecordedEntry:
+    """What ``record`` returns: the entry's time. Its sequence number is given when it is sealed."""
+
+    occurred_at: datetime
+
+
+def _pending(
+    *,
+    actor: Actor,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    outcome: Outcome,
+    details: dict[str, Any] | Details | None,
+    project_id: str | None,
+    request_id: str | None,
+) -> _Pending:
+    return _Pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=validate_details(action, outcome, details),
+        project_id=project_id,
+        request_id=request_id if request_id is not None else request_id_var.get(),
+    )
+
+
+# Core statements built once: the append path runs for every audited request, and ORM statement
+# building costs several times more than the round trips themselves.
+_PENDING_NAMES = (
+    "occurred_at",
+    "actor_id",
+    "actor_role",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "request_id",
+    "project_id",
+    "details",
+)
+_PENDING: Table = AuditPending.__table__  # type: ignore[assignment]
+_ENTRY: Table = AuditEntry.__table__  # type: ignore[assignment]
+_HEAD: Table = AuditHead.__table__  # type: ignore[assignment]
+_INSERT_PENDING_MANY = insert(_PENDING)
+_LOCK_HEAD = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.entry_hash)
+)
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
+# One fixed key for "the audit chain" (the ASCII of "AUDITLOG"); any process that appends takes it.
+_AUDIT_LOCK_KEY = 0x4155444954204C47
+_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
+_TRY_ADVISORY_LOCK = select(func.pg_try_advisory_xact_lock(_AUDIT_LOCK_KEY))
+_READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in _PENDING_NAMES)).order_by(_PENDING.c.id)
+_INSERT_ENTRIES = insert(_ENTRY)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+
+
+def _row(pending: _Pending) -> dict[str, Any]:
+    return {
+        "occurred_at": clock(),
+        "actor_id": pending.actor.id,
+        "actor_role": pending.actor.role.value,
+        "action": pending.action,
+        "target_type": pending.target_type,
+        "target_id": pending.target_id,
+        "outcome": pending.outcome.value,
+        "request_id": pending.request_id,
+        "project_id": pending.project_id,
+        "details": pending.details,
+    }
+
+
+def write_queued(session: Session) -> None:
+    """Insert the entries recorded in this transaction into the queue table (done at commit).
+
+    Entries are held by the session until then, so a request that records several entries writes
+    them in one statement.
+    """
+    rows = session.info.pop(_BUFFER, None)
+    if rows:
+        session.connection().execute(_INSERT_PENDING_MANY, rows)
+
+
+SEAL_BATCH = 5000
+
+
+def seal(session: Session, *, locked: bool = False) -> int:
+    """Chain every pending entry this transaction can see, in queue order; return how many.
+
+    ``locked`` says the caller already holds the PostgreSQL lock. Sealers take one lock before
+    they read the chain head: on PostgreSQL a transaction-level
+    advisory lock (it writes nothing, so a pass that finds nothing to do costs no commit flush), on
+    SQLite the database write lock taken by a no-op update of the head row. So two sealers run one
+    after the other, each continuing from the head the previous one committed, and the chain stays
+    linear with no gap and no fork. A sealer keeps going while entries keep arriving, so
+    concurrent writers share its commit instead of each waiting for their own.
+    """
+    write_queued(session)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        if not locked:
+            connection.execute(_ADVISORY_LOCK)
+        seq, prev_hash = connection.execute(_READ_HEAD).one()
+    else:
+        seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+    start = seq
+    while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
+        entries = []
+        for row in rows:
+            seq += 1
+            values = dict(zip(_PENDING_NAMES, row[1:], strict=True))
+            document = canonical.entry_document(seq=seq, prev_hash=prev_hash, **values)
+            entry_hash = canonical.entry_hash(document)
+            entries.append({**values, "seq": seq, "prev_hash": prev_hash, "entry_hash": entry_hash})
+            prev_hash = entry_hash
+        connection.execute(_INSERT_ENTRIES, entries)
+        connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
+    if seq != start:
+        connection.execute(_MOVE_HEAD.values(seq=seq, entry_hash=prev_hash))
+    return int(seq - start)
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    details: dict[str, Any] | Details | None = None,
+    project_id: str | None = None,
+    outcome: Outcome = Outcome.ok,
+    request_id: str | None = None,
+) -> RecordedEntry:
+    """Record an action inside the caller's transaction; it commits or rolls back with the change.
+
+    The entry is queued in the transaction and chained right after it commits (and by the
+    periodic ``audit.seal`` job should that process die first).
+    """
+    pending = _pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details=details,
+        project_id=project_id,
+        request_id=request_id,
+    )
+    install_audit_hooks()
+    if not session.in_transaction():
+        session.begin()
+    row = _row(pending)
+    session.info.setdefault(_BUFFER, []).append(row)
+    session.info.setdefault(_ATTEMPTS, []).append(pending)
+    session.info[_QUEUED] = True
+    return RecordedEntry(occurred_at=row["occurred_at"])
+
+
+def record_denied(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    error: str,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    project_id: str | None = None,
+    outcome: Outcome = Outcome.denied,
+) -> None:
+    """Record a refused (or failed) attempt in its own transaction, once the caller's one ends."""
+    pending = _pending(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        outcome=outcome,
+        details={"error": error},
+        project_id=project_id,
+        request_id=None,
+    )
+    install_audit_hooks()
+    if not session.in_transaction():
+        # The hooks that write the entry fire when a transaction ends; make sure there is one.
+        session.begin()
+    session.info.setdefault(_INDEPENDENT, []).append(pending)
+
+
+def _after_end(session: Session, independent: list[_Pending], queued: bool) -> None:
+    """Write independent entries, then have the queued entries chained.
+
+    The finished session may not run SQL inside its own hook, hence a fresh one on the same bind.
+    With an engine, the process's background sealer chains the entries within milliseconds
+    (``access.audit.sealer``). A session bound to a caller's connection (a test's transaction, a
+    migration) holds entries no other connection can see yet, so they are chained right here.
+    """
+    if not independent and not queued:
+        return
+    bind = session.get_bind()
+    with Session(bind=bind, join_transaction_mode="create_savepoint") as fresh:
+        if independent:
+            fresh.connection().execute(_INSERT_PENDING_MANY, [_row(p) for p in independent])
+        if isinstance(bind, Engine):
+            if independent:
+                fresh.commit()
+            sealer_for(bind).wake()
+            return
+        if seal(fresh) or independent:
+            fresh.commit()
+        else:
+            fresh.rollback()
+
+
+def chain_queued(session: Session) -> None:
+    """Before reading the ledger: chain the entries this process queued that still wait.
+
+    Entries of other processes are chained by their own sealers within milliseconds; a session on
+    a caller's connection chains its entries at commit and needs nothing here.
+    """
+    bind = session.get_bind()
+    if isinstance(bind, Engine):
+        sealer_for(bind).flush()
+
+
+def try_seal(session: Session, *, wait: bool) -> int | None:
+    """Seal as :func:`seal`; without ``wait``, None when another process holds the chain lock."""
+    if not wait and is_postgresql(session):
+        if not session.connection().execute(_TRY_ADVISORY_LOCK).scalar():
+            return None
+        return seal(session, locked=True)
+    return seal(session)
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop(_ATTEMPTS, None)
+    queued = bool(session.info.pop(_QUEUED, False))
+    independent = session.info.pop(_INDEPENDENT, [])
+    try:
+        _after_end(session, independent, queued)
+    except Exception:
+        # The change and its entry are committed; the entry waits in the queue for the next
+        # sealing pass (at the latest the periodic one).
+        log.exception("audit.seal_deferred", independent=len(independent))
+        if independent:
+            raise
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # Fires for every outermost transaction, even one that never reached the database (a denied
+    # request often fails before any SQL); after a commit ``_after_commit`` has already emptied
+    # the lists, so whatever is left here belongs to a transaction that did not commit.
+    if transaction.parent is not None:
+        return
+    session.info.pop(_QUEUED, None)
+    session.info.pop(_BUFFER, None)
+    if not session.info.get(_ATTEMPTS) and not session.info.get(_INDEPENDENT):
+        return
+    attempts: list[_Pending] = session.info.pop(_ATTEMPTS, [])
+    failed = [
+        _Pending(
+            actor=p.actor,
+            action=p.action,
+            target_type=p.target_type,
+            target_id=p.target_id,
+            outcome=Outcome.failed,
+            details={"error": "rolled_back"},
+            project_id=p.project_id,
+            request_id=p.request_id,
+        )
+        for p in attempts
+        if p.outcome is Outcome.ok
+    ]
+    independent = session.info.pop(_INDEPENDENT, [])
+    try:
+        _after_end(session, [*failed, *independent], False)
+    except Exception:
+        log.exception("audit.failure_record_lost", entries=len(failed) + len(independent))
+        raise
+
+
+_hooks_installed = False
+
+
+def install_audit_hooks() -> None:
+    """Seal entries after commits, and write failed and denied entries (idempotent).
+
+    ``record`` and ``record_denied`` call it, so no caller can forget it.
+    """
+    global _hooks_installed  # noqa: PLW0603 - one process-wide switch
+    if _hooks_installed:
+        return
+    if not event.contains(Session, "after_commit", _after_commit):
+        event.listen(Session, "before_commit", write_queued)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_transaction_end", _after_transaction_end)
+    _hooks_installed = True
