@@ -17,6 +17,7 @@ from access.accounts.router import router as accounts_router
 from access.audit.router import router as audit_review_router
 from access.projects.router import router as projects_router
 from access.web.pages import router as staff_pages_router
+from consent.router import router as consent_rules_router
 from enclave.components import Components, build_components
 from enclave.routes import docs_static, system_router
 from infra.errors import EnclaveError
@@ -186,5 +187,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(audit_review_router)
     app.include_router(staff_pages_router)
     app.include_router(projects_router)
+    app.include_router(consent_rules_router)
     templates.env.globals.setdefault("settings_public_url", settings.public_url)
     return app

@@ -44,7 +44,21 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
     components = _components(_settings())
     upgrade(components.engine, revision)
+    if revision == "head":
+        _load_default_rules(components)
     console.print(f"database at revision {current_revision(components.engine)}")
+
+
+def _load_default_rules(components) -> None:  # type: ignore[no-untyped-def]
+    """Give every country without a consent rule the shipped default (idempotent)."""
+    from access.audit.service import Actor
+    from consent.service import load_default_rules
+    from infra.db import session_scope
+
+    with session_scope(components.session_factory) as session:
+        loaded = load_default_rules(session, Actor.system())
+    if loaded:
+        console.print(f"loaded the default consent rules of {len(loaded)} countries")
 
 
 @db_app.command("downgrade")
@@ -182,6 +196,7 @@ def demo(
     settings = _settings()
     components = _components(settings)
     upgrade(components.engine)
+    _load_default_rules(components)
     components.keys.check()
     components.storage.check()
     serve(host=host, port=port, workers=1)

@@ -16,7 +16,13 @@ from infra.tasks import configure_celery
 if TYPE_CHECKING:
     from infra.keys import KeyBackend
 
-MODEL_MODULES = ["infra.outbox", "access.audit.models", "access.accounts.models", "access.projects.models"]
+MODEL_MODULES = [
+    "infra.outbox",
+    "access.audit.models",
+    "access.accounts.models",
+    "access.projects.models",
+    "consent.models",
+]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
 TASK_MODULES = ["infra.tasks", "infra.outbox", "access.audit.tasks", "access.projects.tasks"]

@@ -86,6 +86,13 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/projects/{project_id}/reinstate"): DPO_OR_ADMIN,
     ("POST", "/api/projects/{project_id}/close"): SIGNED_IN,
     ("POST", "/api/projects/{project_id}/members"): RESEARCHER,
+    # consent country rules (not personal data: every signed-in staff member may read them)
+    ("GET", "/api/consent/rules"): SIGNED_IN,
+    ("POST", "/api/consent/rules/defaults"): DPO_OR_ADMIN,
+    ("GET", "/api/consent/rules/{country}"): SIGNED_IN,
+    ("GET", "/api/consent/rules/{country}/in-force"): SIGNED_IN,
+    ("POST", "/api/consent/rules/{country}"): DPO_OR_ADMIN,
+    ("DELETE", "/api/consent/rules/{country}/versions/{rule_id}"): DPO_OR_ADMIN,
 }
 
 STAFF = (Role.admin, Role.dpo, Role.legal_reviewer, Role.data_steward, Role.researcher)
