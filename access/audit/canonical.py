@@ -20,8 +20,13 @@ from access.audit.merkle import leaf_hash
 FORMAT_VERSION = 1
 
 
-def format_time(moment: datetime) -> str:
-    """UTC instant with microseconds, e.g. ``2026-11-22T15:00:00.123456Z`` (naive means UTC)."""
+def format_time(moment: datetime | str) -> str:
+    """UTC instant with microseconds, e.g. ``2026-11-22T15:00:00.123456Z`` (naive means UTC).
+
+    A string is a time the database already formatted this way, and is used as it is.
+    """
+    if isinstance(moment, str):
+        return moment
     if moment.tzinfo is not None:
         if moment.utcoffset():
             moment = moment.astimezone(UTC)
@@ -33,7 +38,7 @@ def format_time(moment: datetime) -> str:
 def entry_document(
     *,
     seq: int,
-    occurred_at: datetime,
+    occurred_at: datetime | str,
     actor_id: str,
     actor_role: str,
     action: str,

@@ -107,7 +107,8 @@ def _pending(
 
 # Core statements built once: the append path runs for every audited request, and ORM statement
 # building costs several times more than the round trips themselves.
-_PENDING_NAMES = (
+# The hashed fields of an entry besides its sequence number and the previous hash.
+PENDING_NAMES = (
     "occurred_at",
     "actor_id",
     "actor_role",
@@ -131,7 +132,7 @@ _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 _AUDIT_LOCK_KEY = 0x4155444954204C47
 _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
 _TRY_ADVISORY_LOCK = select(func.pg_try_advisory_xact_lock(_AUDIT_LOCK_KEY))
-_READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in _PENDING_NAMES)).order_by(_PENDING.c.id)
+_READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
@@ -189,7 +190,7 @@ def seal(session: Session, *, locked: bool = False) -> int:
         entries = []
         for row in rows:
             seq += 1
-            values = dict(zip(_PENDING_NAMES, row[1:], strict=True))
+            values = dict(zip(PENDING_NAMES, row[1:], strict=True))
             document = canonical.entry_document(seq=seq, prev_hash=prev_hash, **values)
             entry_hash = canonical.entry_hash(document)
             entries.append({**values, "seq": seq, "prev_hash": prev_hash, "entry_hash": entry_hash})
