@@ -22,6 +22,10 @@ MODEL_MODULES = [
     "access.accounts.models",
     "access.projects.models",
     "consent.models",
+    "consent.forms.models",
+    "consent.rosters.models",
+    "consent.decisions.models",
+    "consent.requests.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 

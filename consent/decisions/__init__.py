@@ -1,0 +1,1 @@
+"""Consent decisions (append-only events), effective status, withdrawals and re-consent."""

@@ -1,0 +1,1 @@
+"""Purposes and versioned consent forms (Markdown files, immutable once published)."""

@@ -1,0 +1,1 @@
+"""Data-subject requests (GDPR Art. 12, 15-21) with their deadlines and the DPO's queue."""

@@ -1,0 +1,1 @@
+"""Rosters: students, guardians and teachers, imported from CSV, identities encrypted at rest."""
