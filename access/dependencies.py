@@ -84,3 +84,5 @@ DpoOrAdminDep = Annotated[Principal, Depends(require_roles(Role.dpo, Role.admin)
 ReviewerDep = Annotated[Principal, Depends(require_roles(Role.dpo, Role.legal_reviewer))]
 StewardDep = Annotated[Principal, Depends(require_roles(Role.data_steward))]
 ResearcherDep = Annotated[Principal, Depends(require_roles(Role.researcher))]
+StewardOrDpoDep = Annotated[Principal, Depends(require_roles(Role.data_steward, Role.dpo))]
+"""Personal-data work on rosters, decisions and requests: stewards within their scope, the DPO everywhere."""
