@@ -29,7 +29,13 @@ MODEL_MODULES = [
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
-TASK_MODULES = ["infra.tasks", "infra.outbox", "access.audit.tasks", "access.projects.tasks"]
+TASK_MODULES = [
+    "infra.tasks",
+    "infra.outbox",
+    "access.audit.tasks",
+    "access.projects.tasks",
+    "consent.decisions.tasks",
+]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 
 

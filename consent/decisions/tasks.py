@@ -1,0 +1,31 @@
+"""Jobs of the decisions sub-area: withdrawal delivery and its sweep, the daily re-consent scan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consent.decisions import withdrawals
+from infra.tasks import DatabaseTask, celery_app, register_periodic, task_session_factory
+
+
+@celery_app.task(name=withdrawals.NOTIFY_TASK, base=DatabaseTask, bind=True)
+def notify_withdrawal(self: DatabaseTask, withdrawal_id: int) -> dict[str, Any]:
+    """Hand one withdrawal to every consumer that has not confirmed it (idempotent)."""
+    return {"confirmed": withdrawals.deliver(task_session_factory(), withdrawal_id)}
+
+
+@celery_app.task(name=withdrawals.SWEEP_TASK, base=DatabaseTask, bind=True)
+def sweep_withdrawals(self: DatabaseTask) -> dict[str, Any]:
+    """Deliver again every withdrawal some consumer has not confirmed (after a failure or an outage)."""
+    with self.session() as session:
+        pending = withdrawals.unhandled(session)
+    failed = 0
+    for withdrawal_id in pending:
+        try:
+            withdrawals.deliver(task_session_factory(), withdrawal_id)
+        except Exception:  # logged by deliver; the next sweep tries again
+            failed += 1
+    return {"pending": len(pending), "failed": failed}
+
+
+register_periodic("consent-withdrawal-sweep", withdrawals.SWEEP_TASK, withdrawals.SWEEP_INTERVAL)
