@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,8 @@ ALL_PURPOSES = (
     "consortium_sharing",
 )
 SYSTEM = Actor("system", Role.system)
+EARLY = datetime(2020, 1, 1, tzinfo=UTC)
+"""Default publication time of factory forms: before any instant the tests look at."""
 
 
 def load_rules(session: Session) -> None:
@@ -49,14 +51,20 @@ def make_form(
     purposes: Iterable[str] = ALL_PURPOSES,
     required: Iterable[str] = ("questionnaires",),
     wording: str = "v1",
+    reworded: Iterable[str] = (),
     valid_until: date | None = None,
+    published_at: datetime = EARLY,
 ) -> ConsentForm:
-    """A published form version with one text per audience; ``wording`` changes every purpose's hash."""
+    """A published form version with one text per audience.
+
+    ``wording`` changes every purpose's text and hash; ``reworded`` purposes get a different wording.
+    """
     required_set = set(required)
+    changed = set(reworded)
     purpose_list = list(purposes)
     texts = {
         audience: f"<h1>{audience} {country} {language} {version}</h1>"
-        + "".join(f"<h2>{p}</h2><p>{wording}</p>" for p in purpose_list)
+        + "".join(f"<h2>{p}</h2><p>{wording}{'*' if p in changed else ''}</p>" for p in purpose_list)
         for audience in Audience
     }
     text_hashes = [_sha(texts[a]) for a in sorted(Audience)]
@@ -68,6 +76,7 @@ def make_form(
         valid_until=valid_until,
         published_by="system",
         source_name=f"factory-{country}-{language}-{version}",
+        published_at=published_at,
     )
     session.add(form)
     session.flush()
@@ -88,7 +97,7 @@ def make_form(
                 form_id=form.id,
                 purpose=purpose,
                 required=purpose in required_set,
-                section_sha256=_sha(f"{purpose}:{wording}"),
+                section_sha256=_sha(f"{purpose}:{wording}{'*' if purpose in changed else ''}"),
             )
         )
     session.flush()
