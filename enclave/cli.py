@@ -18,6 +18,10 @@ audit_app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help
 app.add_typer(audit_app, name="audit")
 admin_app = typer.Typer(help="Staff accounts and sign-in keys.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+consent_app = typer.Typer(help="Consent management.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+forms_app = typer.Typer(help="Versioned consent forms authored as Markdown files.", no_args_is_help=True)
+consent_app.add_typer(forms_app, name="forms")
 console = Console(stderr=True)
 
 
@@ -197,6 +201,7 @@ def demo(
     components = _components(settings)
     upgrade(components.engine)
     _load_default_rules(components)
+    _load_demo_forms(components)
     components.keys.check()
     components.storage.check()
     serve(host=host, port=port, workers=1)
@@ -341,6 +346,88 @@ def admin_retire_token_key(
     components = _components(_settings())
     components.keys.retire(SIGNING_KEY, below)
     Console().print(f"tokens signed by versions below {below} are refused from now on")
+
+
+def _load_demo_forms(components) -> None:  # type: ignore[no-untyped-def]
+    """Publish the shipped demo consent forms (idempotent: unchanged files are skipped)."""
+    from access.audit.service import Actor
+    from consent.forms.service import load_demo_forms
+    from infra.db import session_scope
+
+    with session_scope(components.session_factory) as session:
+        created = [p for p in load_demo_forms(session, Actor.system()) if p.created]
+    if created:
+        console.print(f"published {len(created)} demo consent forms")
+
+
+@forms_app.command("load")
+def forms_load(
+    paths: Annotated[list[str], typer.Argument(help="Form files (.md) or folders of them.")],
+) -> None:
+    """Publish form versions from Markdown files, all or none; files published before are skipped."""
+    from pathlib import Path
+
+    from access.audit.service import Actor
+    from consent.forms.service import form_files, load_form_file
+    from infra.db import session_scope
+    from infra.errors import EnclaveError
+
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if not path.exists():
+            console.print(f"[red]{name}: no such file or folder[/]")
+            raise typer.Exit(2)
+        files.extend(form_files(path) if path.is_dir() else [path])
+    components = _components(_settings())
+    out = Console()
+    current = ""
+    try:
+        with session_scope(components.session_factory) as session:
+            for path in files:
+                current = str(path)
+                published = load_form_file(session, Actor.system(), path)
+                form = published.form
+                state = "published" if published.created else "unchanged"
+                out.print(
+                    f"{state}: {form.country_code}/{form.language} v{form.version} "
+                    f"id={form.id} sha256={form.sha256}  ({path})"
+                )
+    except EnclaveError as exc:
+        console.print(f"[red]{current}: {exc.detail}[/] (nothing was published)")
+        raise typer.Exit(2) from None
+
+
+@forms_app.command("list")
+def forms_list(
+    country: Annotated[str | None, typer.Option(help="Only this country (ISO 3166-1 alpha-2).")] = None,
+    language: Annotated[str | None, typer.Option(help="Only this language (ISO 639-1).")] = None,
+) -> None:
+    """List published form versions with their hashes and purposes (* = required)."""
+    from consent.forms.service import list_forms
+    from infra.db import session_scope
+    from infra.errors import EnclaveError
+
+    components = _components(_settings())
+    table = Table("id", "country", "language", "version", "published", "valid until", "purposes", "sha256")
+    try:
+        with session_scope(components.session_factory) as session:
+            for form in list_forms(session, country=country, language=language):
+                purposes = " ".join(p.purpose + ("*" if p.required else "") for p in form.purposes)
+                table.add_row(
+                    str(form.id),
+                    form.country_code,
+                    form.language,
+                    str(form.version),
+                    form.published_at.isoformat(timespec="seconds"),
+                    form.valid_until.isoformat() if form.valid_until else "",
+                    purposes,
+                    form.sha256,
+                )
+    except EnclaveError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(2) from None
+    Console().print(table)
 
 
 def main() -> None:
