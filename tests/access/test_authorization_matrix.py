@@ -93,6 +93,21 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/api/consent/rules/{country}/in-force"): SIGNED_IN,
     ("POST", "/api/consent/rules/{country}"): DPO_OR_ADMIN,
     ("DELETE", "/api/consent/rules/{country}/versions/{rule_id}"): DPO_OR_ADMIN,
+    # consent data-subject requests (stewards record and start them within their scope; the DPO carries out)
+    ("POST", "/api/consent/requests"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/consent/requests"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/consent/requests/{request_id}"): frozenset({Role.data_steward, Role.dpo}),
+    ("POST", "/api/consent/requests/{request_id}/start"): frozenset({Role.data_steward, Role.dpo}),
+    ("POST", "/api/consent/requests/{request_id}/extend"): DPO,
+    ("POST", "/api/consent/requests/{request_id}/refuse"): DPO,
+    ("POST", "/api/consent/requests/{request_id}/complete"): DPO,
+    ("GET", "/api/consent/requests/{request_id}/export"): DPO,
+    # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
+    ("GET", "/api/consent/forms"): SIGNED_IN,
+    ("POST", "/api/consent/forms"): DPO,
+    ("GET", "/api/consent/forms/purposes"): SIGNED_IN,
+    ("GET", "/api/consent/forms/current"): SIGNED_IN,
+    ("GET", "/api/consent/forms/{form_id}"): SIGNED_IN,
 }
 
 STAFF = (Role.admin, Role.dpo, Role.legal_reviewer, Role.data_steward, Role.researcher)
