@@ -102,6 +102,12 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/consent/requests/{request_id}/refuse"): DPO,
     ("POST", "/api/consent/requests/{request_id}/complete"): DPO,
     ("GET", "/api/consent/requests/{request_id}/export"): DPO,
+    # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
+    ("GET", "/api/consent/forms"): SIGNED_IN,
+    ("POST", "/api/consent/forms"): DPO,
+    ("GET", "/api/consent/forms/purposes"): SIGNED_IN,
+    ("GET", "/api/consent/forms/current"): SIGNED_IN,
+    ("GET", "/api/consent/forms/{form_id}"): SIGNED_IN,
 }
 
 STAFF = (Role.admin, Role.dpo, Role.legal_reviewer, Role.data_steward, Role.researcher)
