@@ -95,6 +95,16 @@ def test_received_on_in_the_future_is_refused(client, headers, student):
     _problem(answer, 422, "received_in_future")
 
 
+def test_an_unknown_language_and_a_rectification_without_values_are_refused(client, headers, student):
+    dpo = headers(Role.dpo)
+    language = client.post(REQUESTS, json={**payload(student.subject_id), "language": "xx"}, headers=dpo)
+    _problem(language, 422, "unknown_language")
+    empty = client.post(REQUESTS, json=payload(student.subject_id, kind="rectification"), headers=dpo)
+    _problem(empty, 422, "no_changes")
+    unknown_field = payload(student.subject_id, kind="rectification", changes={"nickname": "x"})
+    _problem(client.post(REQUESTS, json=unknown_field, headers=dpo), 422)
+
+
 def test_an_unknown_subject_and_a_subject_outside_the_stewards_scope_are_both_not_found(
     client, headers, student
 ):
