@@ -391,7 +391,8 @@ def forms_load(
                 state = "published" if published.created else "unchanged"
                 out.print(
                     f"{state}: {form.country_code}/{form.language} v{form.version} "
-                    f"id={form.id} sha256={form.sha256}  ({path})"
+                    f"id={form.id} sha256={form.sha256}  ({path})",
+                    soft_wrap=True,
                 )
     except EnclaveError as exc:
         console.print(f"[red]{current}: {exc.detail}[/] (nothing was published)")

@@ -10,6 +10,7 @@ Publishing rules:
   can run again); anything else is a 409 naming the existing version's hash;
 * versions increase per country and language: a version at or below the highest one published is a
   409; gaps are allowed;
+* ``valid_until``, when given, must be after the day of publication;
 * two versions may not have the same texts (the form's hash is its identity): change the wording;
 * the form's language must be one of the languages of the country's rule in force on the day of
   publication, or English (``en``, the project's common language, offered in every country);
@@ -187,7 +188,8 @@ def publish_form(
     front = parsed.front
     country = rules.normalise_country(front.country, "front_matter")
     language = _language(front.language, "front_matter")
-    _check_language(session, country, language, today or rules.utc_today())
+    day = today or rules.utc_today()
+    _check_language(session, country, language, day)
     label = f"{country}/{language} version {front.version}"
 
     existing = repository.by_version(session, country, language, front.version)
@@ -199,6 +201,13 @@ def publish_form(
             "published versions are immutable: publish the change as a new version",
             code="version_taken",
             existing_sha256=existing.sha256,
+        )
+    if front.valid_until is not None and front.valid_until <= day:
+        raise InvalidForm(
+            "valid_until",
+            "must be after the day of publication: consents given under the version would be expired already",
+            code="valid_until_past",
+            location="front_matter",
         )
     latest = repository.latest_version(session, country, language)
     if latest is not None and latest > front.version:

@@ -53,7 +53,12 @@ def form_source(
     lines += [f"  {p}: {{required: {'true' if p in required else 'false'}}}" for p in purposes]
     lines.append("---")
     for audience in AUDIENCES:
-        lines += ["", f"<!-- audience: {audience} -->", f"# {title} for the {audience} (v{version})", ""]
+        lines += [
+            "",
+            f"<!-- audience: {audience} -->",
+            f"# {title} for the {audience}, {country}/{language} (v{version})",
+            "",
+        ]
         lines.append(f"Who we are and why we ask, told to the {audience}.")
         for purpose in purposes:
             sentence = wording.get((audience, purpose), f"What {purpose} means, told to the {audience}.")
@@ -336,6 +341,16 @@ BAD_INPUTS: list[tuple[str, BadInput, str]] = [
         "invalid_author",
     ),
     (
+        "valid_until in the past",
+        lambda s: s.replace("version: 1", "version: 1\nvalid_until: 2020-01-31"),
+        "valid_until_past",
+    ),
+    (
+        "valid_until not a date",
+        lambda s: s.replace("version: 1", "version: 1\nvalid_until: soon"),
+        "invalid_valid_until",
+    ),
+    (
         "special category required",
         lambda s: s.replace("special_category: {required: false}", "special_category: {required: true}"),
         "special_category_required",
@@ -352,7 +367,7 @@ BAD_INPUTS: list[tuple[str, BadInput, str]] = [
     ),
     (
         "text without a title",
-        lambda s: s.replace("# Consent form for the child (v1)", "Consent form for the child"),
+        lambda s: s.replace("# Consent form for the child, BG/bg (v1)", "Consent form for the child"),
         "missing_title",
     ),
 ]
@@ -401,6 +416,15 @@ def test_a_form_in_english_is_allowed_in_every_country_and_crlf_files_hash_alike
     form = publish(db_session, dpo, unix).form
     again = publish(db_session, dpo, b"\xef\xbb\xbf" + unix.replace(b"\n", b"\r\n"))
     assert (again.form.id, again.created) == (form.id, False)
+
+
+def test_a_form_may_end_the_validity_of_its_consents_on_a_later_day(db_session, dpo):
+    source = form_source().replace("version: 1", "version: 1\nvalid_until: 2099-08-31")
+    form = publish(db_session, dpo, source.encode()).form
+    assert form.valid_until.isoformat() == "2099-08-31"
+    assert publish(db_session, dpo, source.encode()).created is False
+    with pytest.raises(FormVersionConflict):
+        publish(db_session, dpo, source.replace("2099-08-31", "2099-09-30").encode())
 
 
 def test_purposes_are_listed_in_display_order_with_the_special_category_flagged(db_session):
