@@ -27,20 +27,9 @@ from access.audit.service import chain_queued
 from consent.identity import IdentityField, IdentityProtector
 from consent.requests import repository, sources
 from consent.requests.fulfilment import Subject, subject_id_of
-from consent.requests.models import DataSubjectRequest, SubjectKind
-from consent.rosters.models import Guardian, Student, Teacher
+from consent.requests.models import DataSubjectRequest
+from consent.rosters.models import Student, Teacher
 
-SECTIONS = (
-    "request",
-    "subject",
-    "identity",
-    "decisions",
-    "withdrawals",
-    "reconsent_marks",
-    "requests",
-    "ledger",
-    "datasets",
-)
 NO_SOURCES_NOTE = (
     "No component holding research data has reported rows for this subject. Research data is held "
     "only under pseudonyms; when a dataset holds rows for this subject it is listed here with a count."
@@ -233,13 +222,3 @@ def to_csv(document: dict[str, Any]) -> str:
         else:
             writer.writerow([section, "", "", _cell(content)])
     return buffer.getvalue()
-
-
-def subject_kind_of(subject: Subject) -> SubjectKind:
-    """The kind of a roster row."""
-    if isinstance(subject, Student):
-        return SubjectKind.student
-    if isinstance(subject, Teacher):
-        return SubjectKind.teacher
-    assert isinstance(subject, Guardian)
-    return SubjectKind.guardian

@@ -2,13 +2,16 @@
 
 What each right does here (the request service calls these when the DPO completes a request):
 
-* **Rectification (Art. 16).** The corrected values given with the request are applied: a student's
-  pupil reference (re-encrypted, blind index recomputed), class, stage, language and birth
-  year/month; a guardian's or teacher's name and email (re-encrypted, email index recomputed) and
-  language. A value that would collide with another person's pupil reference or teacher email is
-  refused (409) and nothing is changed.
-* **Erasure (Art. 17).** The identity ciphertexts are emptied (a blind index that must stay unique
-  becomes ``erased:<subject id>``, which matches no real value) and ``erased_at`` is set, so nothing
+* **Rectification (Art. 16).** The corrected values given with the request are applied through
+  ``consent.rosters.service`` (``rectify_student``/``rectify_guardian``/``rectify_teacher``), which
+  validates them, re-encrypts and re-indexes identities and records ``consent.roster_rectified``
+  with the changed field names: a student's pupil reference (``student_ref``), class, stage,
+  language and birth year/month; a guardian's or teacher's name, email and language. A value the
+  rosters refuse (e.g. text that looks like a spreadsheet formula: 422) or that belongs to another
+  entry (409) changes nothing and leaves the request open; the DPO then refuses it or records a
+  corrected request.
+* **Erasure (Art. 17).** ``consent.rosters.service.erase_identity`` empties the identity
+  ciphertexts, replaces unique blind indexes by random values and sets ``erased_at``, so nothing
   decryptable remains. Decisions stay: they are the proof that processing had a lawful basis
   (Art. 17(3)(b) and (e)) and point to a subject id that no longer resolves to a person. A student
   or teacher's erasure emits a withdrawal for every purpose with reason ``erasure``, which makes the
@@ -32,22 +35,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from access.principal import Principal
 from consent.decisions.models import Withdrawal
 from consent.decisions.withdrawals import WithdrawalReason, emit_withdrawal
-from consent.identity import IdentityField, IdentityProtector, normalise_email
+from consent.identity import IdentityField, IdentityProtector
 from consent.requests import repository
 from consent.requests.exceptions import RequestConflict
 from consent.requests.models import SubjectKind
+from consent.rosters import service as rosters
 from consent.rosters.models import Guardian, Student, Teacher
+from consent.rosters.schemas import GuardianRectify, StudentRectify, TeacherRectify
 
 Subject = Student | Teacher | Guardian
 
 RECTIFIABLE: dict[SubjectKind, frozenset[str]] = {
     SubjectKind.student: frozenset(
-        {"pupil_ref", "class_name", "stage", "language", "birth_year", "birth_month"}
+        {"student_ref", "class_name", "stage", "language", "birth_year", "birth_month"}
     ),
     SubjectKind.guardian: frozenset({"name", "email", "language"}),
     SubjectKind.teacher: frozenset({"name", "email", "language"}),
@@ -55,18 +60,13 @@ RECTIFIABLE: dict[SubjectKind, frozenset[str]] = {
 """The fields a rectification may correct, by subject kind."""
 
 ENCRYPTED: dict[tuple[SubjectKind, str], IdentityField] = {
-    (SubjectKind.student, "pupil_ref"): IdentityField.student_ref,
+    (SubjectKind.student, "student_ref"): IdentityField.student_ref,
     (SubjectKind.guardian, "name"): IdentityField.guardian_name,
     (SubjectKind.guardian, "email"): IdentityField.guardian_email,
     (SubjectKind.teacher, "name"): IdentityField.teacher_name,
     (SubjectKind.teacher, "email"): IdentityField.teacher_email,
 }
 """Rectified values that are identity: held encrypted in the request until applied."""
-
-
-def erased_index(subject_id: str) -> str:
-    """What a unique blind index becomes on erasure: unique, and never the hash of a real value."""
-    return f"erased:{subject_id}"
 
 
 def subject_id_of(subject: Subject) -> str:
@@ -87,103 +87,35 @@ def _now() -> datetime:
 
 
 def rectify(
-    session: Session, protector: IdentityProtector, subject: Subject, changes: dict[str, Any]
+    session: Session,
+    principal: Principal,
+    protector: IdentityProtector,
+    subject: Subject,
+    changes: dict[str, Any],
 ) -> Effect:
-    """Apply corrected values (plaintext, already validated for the subject's kind)."""
+    """Apply corrected values (plaintext) through the rosters service, which validates and audits them."""
     if subject.erased_at is not None:
         raise RequestConflict(
             "the subject's identity was erased: there is nothing to rectify", code="subject_erased"
         )
     if isinstance(subject, Student):
-        _rectify_student(session, protector, subject, changes)
+        _, changed = rosters.rectify_student(
+            session, principal, protector, subject.subject_id, StudentRectify.model_validate(changes)
+        )
     elif isinstance(subject, Teacher):
-        _rectify_teacher(session, protector, subject, changes)
+        _, changed = rosters.rectify_teacher(
+            session, principal, protector, subject.subject_id, TeacherRectify.model_validate(changes)
+        )
     else:
-        _rectify_guardian(session, protector, subject, changes)
-    subject.updated_at = _now()
-    session.flush()
-    return Effect(fields=tuple(sorted(changes)))
-
-
-def _rectify_student(
-    session: Session, protector: IdentityProtector, student: Student, changes: dict[str, Any]
-) -> None:
-    if "pupil_ref" in changes:
-        ref = str(changes["pupil_ref"])
-        index = protector.blind_index(
-            session, IdentityField.student_ref, f"{student.country_code}/{student.school_code}/{ref}"
+        _, changed = rosters.rectify_guardian(
+            session, principal, protector, subject.guardian_id, GuardianRectify.model_validate(changes)
         )
-        taken = session.execute(
-            select(Student.id).where(Student.ref_index == index, Student.id != student.id)
-        ).first()
-        if taken is not None:
-            raise RequestConflict(
-                "another student of the school already has this pupil reference", code="pupil_ref_taken"
-            )
-        student.ref_index = index
-        student.ref_ciphertext = protector.encrypt(session, IdentityField.student_ref, ref)
-    for name in ("class_name", "stage", "language", "birth_year", "birth_month"):
-        if name in changes:
-            setattr(student, name, changes[name])
+    return Effect(fields=tuple(sorted(changed)))
 
 
-def _rectify_teacher(
-    session: Session, protector: IdentityProtector, teacher: Teacher, changes: dict[str, Any]
-) -> None:
-    if "email" in changes:
-        email = str(changes["email"])
-        index = protector.blind_index(session, IdentityField.teacher_email, normalise_email(email))
-        taken = session.execute(
-            select(Teacher.id).where(Teacher.email_index == index, Teacher.id != teacher.id)
-        ).first()
-        if taken is not None:
-            raise RequestConflict("another teacher already has this email address", code="email_taken")
-        teacher.email_index = index
-        teacher.email_ciphertext = protector.encrypt(session, IdentityField.teacher_email, email)
-    if "name" in changes:
-        teacher.name_ciphertext = protector.encrypt(session, IdentityField.teacher_name, str(changes["name"]))
-    if "language" in changes:
-        teacher.language = str(changes["language"])
-
-
-def _rectify_guardian(
-    session: Session, protector: IdentityProtector, guardian: Guardian, changes: dict[str, Any]
-) -> None:
-    if "email" in changes:
-        email = str(changes["email"])
-        guardian.email_index = protector.blind_index(
-            session, IdentityField.guardian_email, normalise_email(email)
-        )
-        guardian.email_ciphertext = protector.encrypt(session, IdentityField.guardian_email, email)
-    if "name" in changes:
-        guardian.name_ciphertext = protector.encrypt(
-            session, IdentityField.guardian_name, str(changes["name"])
-        )
-    if "language" in changes:
-        guardian.language = str(changes["language"])
-
-
-def _erase_identity(session: Session, subject: Subject) -> None:
-    moment = _now()
-    if isinstance(subject, Student):
-        subject.ref_ciphertext = b""
-        subject.ref_index = erased_index(subject.subject_id)
-    elif isinstance(subject, Teacher):
-        subject.name_ciphertext = b""
-        subject.email_ciphertext = b""
-        subject.email_index = erased_index(subject.subject_id)
-    else:
-        subject.name_ciphertext = b""
-        subject.email_ciphertext = None
-        subject.email_index = None
-    subject.erased_at = subject.erased_at or moment
-    subject.updated_at = moment
-    session.flush()
-
-
-def erase(session: Session, subject: Subject, kind: SubjectKind) -> Effect:
+def erase(session: Session, protector: IdentityProtector, subject: Subject, kind: SubjectKind) -> Effect:
     """Empty the subject's identity, keep their decisions, and have the enclave remove their rows."""
-    _erase_identity(session, subject)
+    rosters.erase_identity(session, protector, kind.value, subject_id_of(subject))
     if isinstance(subject, Guardian):
         repository.unlink_guardian(session, subject)
         return Effect()

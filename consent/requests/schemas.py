@@ -50,7 +50,7 @@ class Rectification(BaseModel):
         default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="An email address."
     )
     language: LanguageCode | None = None
-    pupil_ref: str | None = Field(default=None, min_length=1, max_length=64)
+    student_ref: str | None = Field(default=None, min_length=1, max_length=64)
     class_name: str | None = Field(default=None, min_length=1, max_length=32)
     stage: int | None = Field(default=None, ge=1, le=4)
     birth_year: int | None = Field(default=None, ge=1940, le=2100)

@@ -394,7 +394,11 @@ def refuse_request(
 
 
 def _carry_out(
-    session: Session, protector: IdentityProtector, request: DataSubjectRequest, subject: Subject
+    session: Session,
+    principal: Principal,
+    protector: IdentityProtector,
+    request: DataSubjectRequest,
+    subject: Subject,
 ) -> Effect:
     kind = SubjectKind(request.subject_kind)
     match RequestKind(request.kind):
@@ -404,9 +408,9 @@ def _carry_out(
             return Effect()
         case RequestKind.rectification:
             changes = _plain_changes(session, protector, kind, request.details.get("changes", {}))
-            return fulfilment.rectify(session, protector, subject, changes)
+            return fulfilment.rectify(session, principal, protector, subject, changes)
         case RequestKind.erasure:
-            return fulfilment.erase(session, subject, kind)
+            return fulfilment.erase(session, protector, subject, kind)
         case RequestKind.restriction | RequestKind.objection:
             if isinstance(subject, Guardian):
                 raise RequestConflict(
@@ -421,7 +425,7 @@ def complete_request(
     """Carry out what the request asks (see ``consent.requests.fulfilment``) and close it; final."""
     request = _open_for_change(session, principal, request_id)
     subject = resolve_subject(session, principal, SubjectKind(request.subject_kind), request.subject_id)
-    effect = _carry_out(session, protector, request, subject)
+    effect = _carry_out(session, principal, protector, request, subject)
     _close(request, principal, RequestState.completed, outcome.strip() or None)
     session.flush()
     _record(

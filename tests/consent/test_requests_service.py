@@ -26,6 +26,7 @@ from consent.requests.models import RequestKind, RequestState
 from consent.requests.schemas import ExportFormat, RequestCreate
 from consent.requests.sources import DatasetRows
 from consent.rosters.models import Guardian, Guardianship, Student, Teacher
+from infra.errors import Conflict, ValidationFailed
 from tests.support.consent import ALL_PURPOSES, make_form, make_guardian, make_student, make_teacher
 from tests.support.projects import make_principal
 
@@ -422,7 +423,7 @@ def test_erasing_a_student_leaves_no_decryptable_identity_keeps_decisions_and_em
     db_session.refresh(student)
     assert student.erased_at is not None
     assert protector.decrypt(db_session, IdentityField.student_ref, student.ref_ciphertext) == ""
-    assert student.ref_index == f"erased:{student.subject_id}"
+    assert student.ref_index.startswith("erased:")
     kept = db_session.execute(select(Decision).where(Decision.student_id == student.id)).scalars().all()
     assert len(kept) == 2
     (withdrawal,) = _withdrawals(db_session, student.subject_id)
@@ -534,7 +535,7 @@ def test_a_student_rectification_changes_the_pupil_reference_and_class(db_sessio
         protector,
         student.subject_id,
         kind="rectification",
-        changes={"pupil_ref": "P-NEW-7", "class_name": "7B", "birth_month": 3},
+        changes={"student_ref": "P-NEW-7", "class_name": "7B", "birth_month": 3},
     )
     service.complete_request(db_session, boss, protector, request.id)
     db_session.refresh(student)
@@ -567,9 +568,9 @@ def test_a_rectification_is_refused_when_invalid_or_colliding(db_session, protec
         requested_by="teacher",
         changes={"email": "One@School.example.org"},
     )
-    with pytest.raises(RequestConflict) as taken:
+    with pytest.raises(Conflict) as taken:
         service.complete_request(db_session, boss, protector, request.id)
-    assert taken.value.code == "email_taken"
+    assert taken.value.extra["reason"] == "email_taken"
     assert first.email_index != second.email_index
 
 
@@ -657,3 +658,64 @@ def test_only_an_access_request_has_an_export(db_session, protector, family):
     with pytest.raises(RequestConflict) as raised:
         service.access_export(db_session, boss, protector, request.id, ExportFormat.json)
     assert raised.value.code == "not_access"
+
+
+def test_a_correction_the_rosters_refuse_changes_nothing_and_leaves_the_request_open(
+    db_session, protector, family
+):
+    boss = dpo(db_session)
+    guardian = family.guardian
+    request = _create(
+        db_session,
+        boss,
+        protector,
+        guardian.guardian_id,
+        kind="rectification",
+        subject_kind="guardian",
+        changes={"name": "=HYPERLINK(1)"},
+    )
+    with db_session.begin_nested(), pytest.raises(ValidationFailed):
+        service.complete_request(db_session, boss, protector, request.id)
+    db_session.refresh(guardian)
+    db_session.refresh(request)
+    assert (
+        protector.decrypt(db_session, IdentityField.guardian_name, guardian.name_ciphertext)
+        == "Maria Ivanova"
+    )
+    assert request.state == "open"
+    assert "changes" in request.details
+
+
+def test_a_guardians_access_export_lists_their_children_and_the_decisions_they_made(
+    db_session, protector, family, other_family
+):
+    boss = dpo(db_session)
+    guardian = family.guardian
+    request = _create(db_session, boss, protector, guardian.guardian_id, subject_kind="guardian")
+    document = service.access_export(db_session, boss, protector, request.id, ExportFormat.json)
+    assert document["identity"]["name"] == "Maria Ivanova"
+    assert document["identity"]["email"] == "maria@family.example.org"
+    assert document["identity"]["students"] == [
+        {"subject_id": family.student.subject_id, "relation": "mother"}
+    ]
+    assert {d["subject_id"] for d in document["decisions"]} == {family.student.subject_id}
+    assert len(document["decisions"]) == 2
+    assert "Other Parent" not in str(document)
+
+
+def test_a_teachers_access_export_holds_their_name_email_school_and_own_decisions(db_session, protector):
+    boss = dpo(db_session)
+    form = make_form(db_session)
+    teacher = make_teacher(db_session, protector, name="Petar Georgiev", email="petar@school.example.org")
+    decide(db_session, form, teacher=teacher, purpose="interviews")
+    request = _create(
+        db_session, boss, protector, teacher.subject_id, subject_kind="teacher", requested_by="teacher"
+    )
+    document = service.access_export(db_session, boss, protector, request.id, ExportFormat.json)
+    identity = document["identity"]
+    assert (identity["name"], identity["email"], identity["school"]) == (
+        "Petar Georgiev",
+        "petar@school.example.org",
+        "BG-SOF-001",
+    )
+    assert [(d["purpose"], d["decided_by"]) for d in document["decisions"]] == [("interviews", "teacher")]
