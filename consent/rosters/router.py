@@ -11,7 +11,7 @@ from starlette.types import Message
 
 from access.dependencies import StewardDep, StewardOrDpoDep
 from consent.dependencies import IdentityDep
-from consent.rosters import importing, service
+from consent.rosters import importing, importing_guardians, importing_teachers, service
 from consent.rosters.csv_format import MAX_FILE_BYTES
 from consent.rosters.exceptions import RosterFileTooLarge
 from consent.rosters.importing import ImportResult
@@ -156,7 +156,7 @@ def import_guardians(
 ) -> ImportReport:
     """Import a guardians CSV (``student_ref, school, name, email, delivery, language, relation``),
     one row per guardian-student link, for students already imported; all rows valid or none."""
-    return _report(importing.import_guardians(session, principal, protector, _upload(file)))
+    return _report(importing_guardians.import_guardians(session, principal, protector, _upload(file)))
 
 
 @router.post("/guardians/validate", response_model=ImportReport, responses=IMPORT_PROBLEMS)
@@ -164,7 +164,9 @@ def validate_guardians(
     file: Upload, principal: StewardDep, session: SessionDep, protector: IdentityDep
 ) -> ImportReport:
     """Check a guardians CSV and say what importing it would do, without writing anything."""
-    return _report(importing.import_guardians(session, principal, protector, _upload(file), dry_run=True))
+    return _report(
+        importing_guardians.import_guardians(session, principal, protector, _upload(file), dry_run=True)
+    )
 
 
 @router.post("/teachers", response_model=ImportReport, responses=IMPORT_PROBLEMS)
@@ -173,7 +175,7 @@ def import_teachers(
 ) -> ImportReport:
     """Import a teachers CSV (``name, email, country, school, language``); known teachers (same
     email) are updated; any invalid row rejects the whole file."""
-    return _report(importing.import_teachers(session, principal, protector, _upload(file)))
+    return _report(importing_teachers.import_teachers(session, principal, protector, _upload(file)))
 
 
 @router.post("/teachers/validate", response_model=ImportReport, responses=IMPORT_PROBLEMS)
@@ -181,7 +183,9 @@ def validate_teachers(
     file: Upload, principal: StewardDep, session: SessionDep, protector: IdentityDep
 ) -> ImportReport:
     """Check a teachers CSV and say what importing it would do, without writing anything."""
-    return _report(importing.import_teachers(session, principal, protector, _upload(file), dry_run=True))
+    return _report(
+        importing_teachers.import_teachers(session, principal, protector, _upload(file), dry_run=True)
+    )
 
 
 @router.get("/students", response_model=StudentPage, responses=READ_PROBLEMS)

@@ -14,7 +14,7 @@ from access.audit.actions import Role
 from access.audit.models import AuditEntry
 from access.principal import Principal
 from consent.identity import IdentityField, normalise_email
-from consent.rosters import importing
+from consent.rosters import importing, importing_guardians, importing_teachers
 from consent.rosters.csv_format import HEADERS, MAX_FILE_BYTES, RosterKind, neutralise_cell
 from consent.rosters.exceptions import RosterFileRejected, RosterFileTooLarge, RosterLinesRejected
 from consent.rosters.models import Guardian, Guardianship, Student, Teacher
@@ -286,7 +286,7 @@ def test_a_formula_in_a_guardian_name_is_refused(db_session, protector):
     principal = steward(db_session)
     import_students(db_session, protector, principal, students({}))
     errors = rejected(
-        lambda: importing.import_guardians(
+        lambda: importing_guardians.import_guardians(
             db_session, principal, protector, guardians({"name": "=cmd|'/C calc'!A0"})
         )
     )
@@ -389,7 +389,7 @@ def test_a_guardian_of_siblings_is_stored_once_by_email(db_session, protector):
         {"student_ref": "P-0002", "email": " Maria.Ivanova@Family.example.org "},
         {"name": "Ivan Ivanov", "email": "", "delivery": "school", "relation": "father"},
     )
-    result = importing.import_guardians(db_session, principal, protector, data)
+    result = importing_guardians.import_guardians(db_session, principal, protector, data)
     assert (result.created, result.links_created) == (2, 3)
     assert db_session.scalar(select(func.count()).select_from(Guardian)) == 2
     index = protector.blind_index(
@@ -404,8 +404,8 @@ def test_reimporting_guardians_recognises_them_by_email_or_by_name_and_student(d
     principal = steward(db_session)
     import_students(db_session, protector, principal, students({}))
     no_email = {"name": "Ivan Ivanov", "email": "", "delivery": "school", "relation": "father"}
-    importing.import_guardians(db_session, principal, protector, guardians({}, no_email))
-    again = importing.import_guardians(
+    importing_guardians.import_guardians(db_session, principal, protector, guardians({}, no_email))
+    again = importing_guardians.import_guardians(
         db_session, principal, protector, guardians({"language": "en"}, no_email)
     )
     assert (again.created, again.updated, again.unchanged, again.links_created) == (0, 1, 1, 0)
@@ -416,7 +416,7 @@ def test_a_guardian_of_an_unknown_student_is_an_error_on_that_row(db_session, pr
     principal = steward(db_session)
     import_students(db_session, protector, principal, students({}))
     data = guardians({}, {"student_ref": "P-9999"})
-    errors = rejected(lambda: importing.import_guardians(db_session, principal, protector, data))
+    errors = rejected(lambda: importing_guardians.import_guardians(db_session, principal, protector, data))
     assert [(e["line"], e["column"], e["type"]) for e in errors] == [(3, "student_ref", "unknown_student")]
     assert db_session.scalar(select(func.count()).select_from(Guardian)) == 0
 
@@ -424,7 +424,9 @@ def test_a_guardian_of_an_unknown_student_is_an_error_on_that_row(db_session, pr
 def test_a_guardian_of_a_student_in_another_country_is_unknown(db_session, protector):
     make_student(db_session, protector, country="ES", school="ES-MAD-001", ref="P-0001", language="es")
     data = guardians({"school": "ES-MAD-001"})
-    errors = rejected(lambda: importing.import_guardians(db_session, steward(db_session), protector, data))
+    errors = rejected(
+        lambda: importing_guardians.import_guardians(db_session, steward(db_session), protector, data)
+    )
     assert [(e["column"], e["type"]) for e in errors] == [("student_ref", "unknown_student")]
 
 
@@ -436,7 +438,7 @@ def test_guardian_rows_are_checked_cell_by_cell(db_session, protector):
         {"email": "not-an-address", "relation": "aunt"},
         {"delivery": "pigeon", "name": ""},
     )
-    errors = rejected(lambda: importing.import_guardians(db_session, principal, protector, data))
+    errors = rejected(lambda: importing_guardians.import_guardians(db_session, principal, protector, data))
     assert [(e["line"], e["column"], e["type"]) for e in errors] == [
         (2, "email", "email_required"),
         (3, "email", "bad_email"),
@@ -450,7 +452,7 @@ def test_the_same_email_with_two_names_is_refused(db_session, protector):
     principal = steward(db_session)
     import_students(db_session, protector, principal, students({}, {"student_ref": "P-0002"}))
     data = guardians({}, {"student_ref": "P-0002", "name": "Someone Else"})
-    errors = rejected(lambda: importing.import_guardians(db_session, principal, protector, data))
+    errors = rejected(lambda: importing_guardians.import_guardians(db_session, principal, protector, data))
     assert [(e["line"], e["column"], e["type"]) for e in errors] == [(3, "name", "conflicting_guardian")]
 
 
@@ -459,9 +461,9 @@ def test_the_same_email_with_two_names_is_refused(db_session, protector):
 
 def test_teachers_are_imported_and_recognised_by_email_on_reimport(db_session, protector):
     principal = steward(db_session)
-    first = importing.import_teachers(db_session, principal, protector, teachers({}))
+    first = importing_teachers.import_teachers(db_session, principal, protector, teachers({}))
     assert first.created == 1
-    again = importing.import_teachers(
+    again = importing_teachers.import_teachers(
         db_session,
         principal,
         protector,
@@ -479,15 +481,17 @@ def test_teachers_are_imported_and_recognised_by_email_on_reimport(db_session, p
 
 def test_a_teacher_listed_twice_is_reported(db_session, protector):
     data = teachers({}, {"name": "Other"})
-    errors = rejected(lambda: importing.import_teachers(db_session, steward(db_session), protector, data))
+    errors = rejected(
+        lambda: importing_teachers.import_teachers(db_session, steward(db_session), protector, data)
+    )
     assert [(e["line"], e["column"], e["type"]) for e in errors] == [(3, "email", "duplicate")]
 
 
 def test_a_teacher_of_another_country_cannot_be_taken_over(db_session, protector):
-    importing.import_teachers(db_session, steward(db_session), protector, teachers({}))
+    importing_teachers.import_teachers(db_session, steward(db_session), protector, teachers({}))
     data = teachers({"country": "ES", "school": "ES-MAD-001", "language": "es"})
     errors = rejected(
-        lambda: importing.import_teachers(db_session, steward(db_session, "ES"), protector, data)
+        lambda: importing_teachers.import_teachers(db_session, steward(db_session, "ES"), protector, data)
     )
     assert [(e["column"], e["type"]) for e in errors] == [("email", "teacher_outside_scope")]
 
@@ -498,8 +502,10 @@ def test_a_teacher_of_another_country_cannot_be_taken_over(db_session, protector
 def test_no_name_email_or_reference_is_stored_in_clear(db_session, protector):
     principal = steward(db_session)
     import_students(db_session, protector, principal, students({"student_ref": "PUPIL-REF-7731"}))
-    importing.import_guardians(db_session, principal, protector, guardians({"student_ref": "PUPIL-REF-7731"}))
-    importing.import_teachers(db_session, principal, protector, teachers({}))
+    importing_guardians.import_guardians(
+        db_session, principal, protector, guardians({"student_ref": "PUPIL-REF-7731"})
+    )
+    importing_teachers.import_teachers(db_session, principal, protector, teachers({}))
     db_session.flush()
     secrets = [
         "PUPIL-REF-7731",
