@@ -132,9 +132,9 @@ def list_forms(
 
 
 def current_form(session: Session, country: str, language: str, on: datetime) -> ConsentForm | None:
-    """The latest version of a country's form in a language published at or before ``on``."""
+    """The latest version of a country's form in a language published at or before ``on`` (naive: UTC)."""
     if on.tzinfo is None:
-        raise ValueError("current_form needs an aware datetime")
+        on = on.replace(tzinfo=UTC)
     return repository.current(
         session, rules.normalise_country(country, "query"), _language(language, "query"), on
     )

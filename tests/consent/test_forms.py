@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -229,6 +229,8 @@ def test_current_form_is_the_latest_version_published_by_that_instant(db_session
         service.current_form(db_session, "BG", "bg", second.published_at - timedelta(microseconds=1)) is first
     )
     assert service.current_form(db_session, "bg", "BG", second.published_at) is second
+    naive_utc = second.published_at.astimezone(UTC).replace(tzinfo=None)
+    assert service.current_form(db_session, "BG", "bg", naive_utc) is second
     assert service.current_form(db_session, "BG", "en", second.published_at) is None
 
 
