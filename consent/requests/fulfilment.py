@@ -19,7 +19,9 @@ What each right does here (the request service calls these when the DPO complete
   itself says who the guardian of a child is, and an erased guardian can no longer be reached. The
   children's consent given earlier is not withdrawn by this (a guardian who wants that withdraws
   first); the students' status then depends on the remaining guardians. Guardians have no research
-  rows, so no withdrawal is emitted for them.
+  rows, so no withdrawal is emitted for them. The subject's data-subject requests are kept (they
+  prove how the rights were handled: kinds, dates, reasons told to the subject) but their staff
+  notes and any pending corrected values are removed.
 * **Restriction (Art. 18) and objection (Art. 21).** ``restricted_at`` is set on the student or
   teacher (the status rules treat them as not consenting while it is set) and a withdrawal for every
   purpose with reason ``restriction`` is emitted, so the enclave stops using their rows. In a project
@@ -69,6 +71,10 @@ ENCRYPTED: dict[tuple[SubjectKind, str], IdentityField] = {
 """Rectified values that are identity: held encrypted in the request until applied."""
 
 
+ERASED_DETAILS = frozenset({"note", "changes"})
+"""What an erasure removes from the subject's requests: free-text notes and pending corrected values."""
+
+
 def subject_id_of(subject: Subject) -> str:
     """The pseudonymous id a subject is known by outside the rosters."""
     return subject.guardian_id if isinstance(subject, Guardian) else subject.subject_id
@@ -116,6 +122,10 @@ def rectify(
 def erase(session: Session, protector: IdentityProtector, subject: Subject, kind: SubjectKind) -> Effect:
     """Empty the subject's identity, keep their decisions, and have the enclave remove their rows."""
     rosters.erase_identity(session, protector, kind.value, subject_id_of(subject))
+    for request in repository.requests_about(session, subject_id_of(subject)):
+        # Requests stay as proof of how the right was handled; staff notes about the person go.
+        request.details = {key: value for key, value in request.details.items() if key not in ERASED_DETAILS}
+    session.flush()
     if isinstance(subject, Guardian):
         repository.unlink_guardian(session, subject)
         return Effect()

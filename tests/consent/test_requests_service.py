@@ -416,8 +416,11 @@ def test_erasing_a_student_leaves_no_decryptable_identity_keeps_decisions_and_em
 ):
     boss = dpo(db_session)
     student = family.student
-    request = _create(db_session, boss, protector, student.subject_id, kind="erasure")
+    earlier = _create(db_session, boss, protector, student.subject_id, note="Father phoned from work")
+    request = _create(db_session, boss, protector, student.subject_id, kind="erasure", note="Asked at school")
     completed = service.complete_request(db_session, boss, protector, request.id, "done by the DPO")
+    assert earlier.details == {}
+    assert completed.details == {}
     assert completed.state == "completed"
     assert completed.outcome == "done by the DPO"
     db_session.refresh(student)
