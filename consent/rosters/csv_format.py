@@ -282,7 +282,7 @@ class Cells:
             return None
         code = value.upper()
         if code not in COUNTRY_CODES:
-            self.fail("country", f"{value!r} is not an ISO 3166-1 alpha-2 country code", "unknown_country")
+            self.fail("country", "is not an ISO 3166-1 alpha-2 country code (e.g. BG)", "unknown_country")
             return None
         return code
 
@@ -304,7 +304,7 @@ class Cells:
             return None
         code = value.lower()
         if code not in LANGUAGE_CODES:
-            self.fail("language", f"{value!r} is not an ISO 639-1 language code", "unknown_language")
+            self.fail("language", "is not an ISO 639-1 language code (e.g. bg)", "unknown_language")
             return None
         return code
 

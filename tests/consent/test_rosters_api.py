@@ -226,7 +226,7 @@ def test_rectifying_to_a_reference_already_taken_is_a_conflict(client, headers, 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ({"birth_year": 2026, "birth_month": 12}, "birth_in_future"),
+        ({"birth_year": 2999, "birth_month": 1}, "birth_in_future"),
         ({"class_name": "=HYPERLINK(1)"}, "bad_text"),
         ({"language": "xx"}, "unknown_language"),
     ],
@@ -338,3 +338,31 @@ def test_an_oversized_upload_without_a_declared_length_is_cut_off_with_413(clien
     )
     assert answer.status_code == 413
     assert answer.json()["reason"] == "file_too_large"
+
+
+def test_teachers_outside_scope_are_neither_listed_nor_rectified(client, headers, db_session, protector):
+    bulgarian = make_teacher(db_session, protector, country="BG")
+    spanish = make_teacher(db_session, protector, country="ES", school="ES-MAD-001", language="es")
+    spain = headers(Role.data_steward, "ES")
+    listed = client.get(f"{ROSTERS}/teachers", headers=spain).json()
+    assert [t["subject_id"] for t in listed["items"]] == [spanish.subject_id]
+    assert listed["items"][0]["name"] is None
+    answer = client.patch(
+        f"{ROSTERS}/teachers/{bulgarian.subject_id}", json={"language": "es"}, headers=spain
+    )
+    assert answer.status_code == 404
+
+
+def test_a_guardians_validation_run_writes_nothing(client, headers, db_session):
+    bulgaria = headers(Role.data_steward, "BG")
+    upload(client, "students", students({}), bulgaria)
+    answer = upload(
+        client,
+        "guardians",
+        guardians({}, {"name": "Ivan Ivanov", "email": "", "delivery": "school"}),
+        bulgaria,
+        validate=True,
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["created"], answer.json()["links_created"]) == (2, 2)
+    assert db_session.scalars(select(Guardian)).all() == []
