@@ -190,6 +190,15 @@ def _front_matter(text: str) -> tuple[FrontMatter, str, int]:
             code="front_matter_not_mapping",
             location="file",
         )
+    for name in ("country", "language"):
+        if isinstance(data.get(name), bool):
+            # YAML 1.1 reads NO (Norway) and no (Norwegian) as false.
+            raise InvalidForm(
+                name,
+                "YAML read the code as a yes/no value: put it in quotes (e.g. 'NO')",
+                code=f"invalid_{name}",
+                location="front_matter",
+            )
     try:
         front = FrontMatter.model_validate(data)
     except ValidationError as exc:

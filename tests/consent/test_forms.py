@@ -316,6 +316,11 @@ BAD_INPUTS: list[tuple[str, BadInput, str]] = [
         lambda s: s.replace("country: BG", "country: US").replace("language: bg", "language: en"),
         "no_country_rule",
     ),
+    (
+        "unquoted NO read as a boolean",
+        lambda s: s.replace("country: BG", "country: NO").replace("language: bg", "language: en"),
+        "invalid_country",
+    ),
     ("bad language code", lambda s: s.replace("language: bg", "language: xx"), "unknown_language"),
     (
         "language not spoken in the country",
