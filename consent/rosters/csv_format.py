@@ -69,6 +69,7 @@ MIN_AGE, MAX_AGE = 3, 25
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 SCHOOL_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
 EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[^@\s,;<>\"'.]{2,}$")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 TEXT_LIMITS = {"student_ref": 64, "class": 32, "name": 200, "email": 254}
 
 
@@ -166,7 +167,10 @@ def _delimiter(header_line: str, expected: tuple[str, ...]) -> str:
     """Comma or semicolon: whichever splits the header into more of the expected column names."""
 
     def known(delimiter: str) -> int:
-        cells = next(csv.reader([header_line], delimiter=delimiter), [])
+        try:
+            cells = next(csv.reader([header_line], delimiter=delimiter), [])
+        except csv.Error:
+            return 0
         return sum(cell.strip().lower() in expected for cell in cells)
 
     return ";" if known(";") > known(",") else ","
@@ -196,8 +200,7 @@ def _header(cells: list[str], kind: RosterKind) -> list[str]:
 
 def read_rows(text: str, kind: RosterKind, report: Report) -> Iterator[Row]:
     """The data rows of a decoded file; row-shape problems go to ``report``, header problems raise."""
-    end = text.find("\n")
-    first = text if end < 0 else text[:end]
+    first = LINE_BREAK.split(text[:65536], maxsplit=1)[0]
     if not first.strip():
         raise RosterFileRejected(
             f"the file is empty or starts with a blank line; line 1 must be the header: "
@@ -228,6 +231,10 @@ def read_rows(text: str, kind: RosterKind, report: Report) -> Iterator[Row]:
                 continue
             yield Row(row_number, dict(zip(names, cells, strict=True)))
     except csv.Error as exc:
+        if row_number == 0:
+            raise RosterFileRejected(
+                f"line 1: the header is not valid CSV ({exc})", code="bad_csv", line=1
+            ) from None
         report.add(row_number + 1, None, f"is not valid CSV ({exc}); nothing after it was read", "bad_csv")
     if row_number <= 1:
         raise RosterFileRejected("the file has a header but no data rows", code="no_rows", line=1)

@@ -24,7 +24,7 @@ from consent.identity import IdentityField, IdentityProtector, normalise_email
 from consent.rosters import repository
 from consent.rosters.csv_format import EMAIL, FORMULA_STARTS, SCHOOL_CODE, birth_problem
 from consent.rosters.exceptions import IdentityTaken, InvalidRectification, RosterEntryNotFound
-from consent.rosters.importing import student_ref_index, utc_today
+from consent.rosters.importing import pin_identity_keys, student_ref_index, utc_today
 from consent.rosters.models import Delivery, Guardian, Student, Teacher
 from consent.rosters.schemas import GuardianRectify, StudentRectify, TeacherRectify
 from consent.scope import in_scope
@@ -108,6 +108,7 @@ def list_students(
     page, total = repository.students(session, principal, school=school, limit=limit, offset=offset)
     refs: dict[int, str] = {}
     if reveal and page:
+        pin_identity_keys(session, protector)
         refs = {s.id: protector.decrypt(session, IdentityField.student_ref, s.ref_ciphertext) for s in page}
         _viewed(
             session, principal, RosterSubject.student, target_id=None, count=len(page), fields=["student_ref"]
@@ -324,6 +325,7 @@ def list_teachers(
     page, total = repository.teachers(session, principal, school=school, limit=limit, offset=offset)
     identities: dict[int, tuple[str, str]] = {}
     if reveal and page:
+        pin_identity_keys(session, protector)
         identities = {
             t.id: (
                 protector.decrypt(session, IdentityField.teacher_name, t.name_ciphertext),

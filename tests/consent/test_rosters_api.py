@@ -366,3 +366,26 @@ def test_a_guardians_validation_run_writes_nothing(client, headers, db_session):
     assert answer.status_code == 200, answer.text
     assert (answer.json()["created"], answer.json()["links_created"]) == (2, 2)
     assert db_session.scalars(select(Guardian)).all() == []
+
+
+HOSTILE = [
+    b"\x00\x01\x02binary",
+    b'student_ref,"country\r\nP-1,BG',
+    b"student_ref\rcountry\rschool",
+    b'"unclosed,header\r\n',
+    b"a;b;c\r\n1;2;3\r\n",
+    b",,,,\r\n,,,,\r\n",
+    b"student_ref,country,school,stage,class,language,birth_year,birth_month\r\n" + b'"P-1"x,BG\r\n',
+    b"\xef\xbb\xbf",
+    b"\xff" * 1000,
+    ("x" * 200_000).encode(),
+]
+
+
+@pytest.mark.parametrize("kind", ["students", "guardians", "teachers"])
+def test_hostile_files_get_a_reason_and_never_a_server_error(client, headers, kind):
+    bulgaria = headers(Role.data_steward, "BG")
+    for data in HOSTILE:
+        answer = upload(client, kind, data, bulgaria)
+        assert answer.status_code in (413, 422), (data[:40], answer.status_code, answer.text)
+        assert answer.json()["detail"], answer.text
