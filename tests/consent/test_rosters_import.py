@@ -521,3 +521,25 @@ def test_no_name_email_or_reference_is_stored_in_clear(db_session, protector):
     for secret in secrets:
         assert secret.lower() not in dumped.lower()
         assert secret.encode().hex() not in dumped
+
+
+def test_a_huge_report_lists_the_first_thousand_problems_and_counts_them_all(db_session, protector):
+    rows = [{**STUDENT, **row, "stage": "0"} for row in numbered(1500)]
+    with pytest.raises(RosterLinesRejected) as caught:
+        import_students(db_session, protector, steward(db_session), to_csv(RosterKind.students, rows))
+    extra = caught.value.extra
+    assert (extra["error_count"], extra["rows_with_errors"], extra["truncated"]) == (1500, 1500, True)
+    assert len(extra["errors"]) == 1000
+    assert extra["errors"][0]["line"] == 2
+
+
+def test_quoted_cells_may_hold_separators(db_session, protector):
+    principal = steward(db_session)
+    import_students(db_session, protector, principal, students({}))
+    importing_guardians.import_guardians(
+        db_session, principal, protector, guardians({"name": "Ivanova; Maria, née Petrova"})
+    )
+    stored = db_session.scalars(select(Guardian)).one()
+    assert protector.decrypt(db_session, IdentityField.guardian_name, stored.name_ciphertext) == (
+        "Ivanova; Maria, née Petrova"
+    )
