@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from consent.identity import IdentityProtector
+from infra.keys import KeyBackend
 
 
 def identity_protector(request: Request) -> IdentityProtector:
@@ -20,3 +21,12 @@ def identity_protector(request: Request) -> IdentityProtector:
 
 
 IdentityDep = Annotated[IdentityProtector, Depends(identity_protector)]
+
+
+def key_backend(request: Request) -> KeyBackend:
+    """The process's key-management backend (key file or Vault/OpenBao transit)."""
+    keys: KeyBackend = request.app.state.components.keys
+    return keys
+
+
+KeysDep = Annotated[KeyBackend, Depends(key_backend)]

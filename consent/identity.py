@@ -70,6 +70,19 @@ class IdentityProtector:
         """Wrapped token -> data key. Keyed by token so a replaced row is never served a stale key."""
 
     def _data_key(self, session: Session, purpose: _Purpose) -> bytes:
+        # One look-up per transaction and purpose (a bulk import encrypts tens of thousands of
+        # values); per transaction, because a rolled-back one may have created a key that is gone.
+        transaction = session.get_transaction()
+        marker, keys = session.info.get("identity_keys", (None, {}))
+        if marker is not transaction:
+            keys = {}
+            session.info["identity_keys"] = (transaction, keys)
+        cached: bytes | None = keys.get(purpose.value)
+        if cached is None:
+            cached = keys[purpose.value] = self._load_key(session, purpose)
+        return cached
+
+    def _load_key(self, session: Session, purpose: _Purpose) -> bytes:
         context = f"{WRAPPING_KEY}:{purpose.value}".encode()
         row = session.get(IdentityKey, purpose.value)
         if row is None:

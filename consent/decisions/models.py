@@ -193,3 +193,24 @@ class Pseudonym(Base):
     domain: Mapped[str] = mapped_column(String(64), primary_key=True)
     pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class StatusCache(Base):
+    """A student's statuses computed at ``valid_from`` and unchanged until ``valid_until``.
+
+    Only a shortcut for the status engine: a row answers for instants in ``[valid_from,
+    valid_until)`` when its ``purposes`` list is the current one; otherwise the engine derives the
+    statuses from the decisions. Every write that can change a status (a decision, a roster change, a
+    new rule or form version, an erasure or restriction) refreshes or deletes the student's row.
+    """
+
+    __tablename__ = "consent_status_cache"
+
+    student_id: Mapped[int] = mapped_column(
+        ForeignKey("consent_student.id", ondelete="CASCADE"), primary_key=True
+    )
+    codes: Mapped[str] = mapped_column(String(32))
+    """One digit per purpose, in ``purposes`` order (0 pending ... 5 withdrawn, see ``status.CODES``)."""
+    purposes: Mapped[str] = mapped_column(String(400))
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from access.principal import Principal
@@ -62,6 +62,16 @@ def current_form(session: Session, country: str, language: str, at: datetime) ->
     ).scalar_one_or_none()
 
 
+def last_recorded(session: Session, *, student_id: int | None, teacher_id: int | None) -> datetime | None:
+    """When the subject's latest decision was recorded."""
+    query = select(func.max(Decision.recorded_at))
+    if student_id is not None:
+        query = query.where(Decision.student_id == student_id)
+    else:
+        query = query.where(Decision.teacher_id == teacher_id)
+    return session.execute(query).scalar_one()
+
+
 def event_rows(session: Session, idempotency_key: str) -> list[Decision]:
     """The decisions recorded under a client's idempotency key."""
     return list(
@@ -88,7 +98,7 @@ def guardian_uuids(session: Session, ids: Sequence[int]) -> dict[int, str]:
     if not ids:
         return {}
     query = select(Guardian.id, Guardian.guardian_id).where(Guardian.id.in_(set(ids)))
-    return dict(session.execute(query).tuples().all())
+    return dict(session.execute(query).all())
 
 
 def scoped_student_ids(session: Session, principal: Principal, subject_ids: Sequence[str]) -> set[str]:
@@ -137,7 +147,7 @@ def reconsent_marks(
         query = query.where(ReconsentMark.resolved_at.is_(None))
     if due_before is not None:
         query = query.where(ReconsentMark.due_on < due_before)
-    return [(mark, subject) for mark, subject in session.execute(query).tuples()]
+    return [(mark, subject) for mark, subject in session.execute(query)]
 
 
 def rule_impacts(session: Session, rule_id: int) -> list[tuple[RuleImpact, str]]:
@@ -148,7 +158,7 @@ def rule_impacts(session: Session, rule_id: int) -> list[tuple[RuleImpact, str]]
         .where(RuleImpact.rule_id == rule_id)
         .order_by(RuleImpact.id)
     )
-    return [(impact, subject) for impact, subject in session.execute(query).tuples()]
+    return [(impact, subject) for impact, subject in session.execute(query)]
 
 
 def withdrawals(session: Session, *, limit: int) -> list[Withdrawal]:

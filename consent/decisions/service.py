@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ from access.audit.actions import Details, Identifier, Sha256Hex, register_action
 from access.audit.service import Actor, record
 from access.principal import Principal
 from consent import service as rules
-from consent.decisions import ages, repository
+from consent.decisions import ages, repository, status_cache
 from consent.decisions.exceptions import DecisionConflict, InvalidDecision, SubjectNotFound
 from consent.decisions.models import Capacity, Choice, DecidedBy, Decision, ReconsentMark
 from consent.decisions.schemas import DecisionCreate
@@ -201,6 +201,20 @@ def _student_capacity(
     return Capacity.consent, None
 
 
+def _lock_subject(
+    session: Session, subject_id: str, scope: Principal | None
+) -> tuple[Student | None, Teacher | None]:
+    """The student or the teacher, locked; SubjectNotFound when neither, or outside ``scope``."""
+    student = repository.lock_student(session, subject_id)
+    teacher = repository.lock_teacher(session, subject_id) if student is None else None
+    subject = student or teacher
+    if subject is None or (
+        scope is not None and not in_scope(scope, subject.country_code, subject.school_code)
+    ):
+        raise SubjectNotFound(subject_id)
+    return student, teacher
+
+
 def record_decision(
     session: Session,
     actor: Actor,
@@ -210,18 +224,17 @@ def record_decision(
     now: datetime | None = None,
 ) -> RecordedDecision:
     """Check and record one submission; with ``scope`` the subject must be in that staff member's scope."""
-    student = repository.lock_student(session, data.subject_id)
-    teacher: Teacher | None = None
-    if student is None:
-        teacher = repository.lock_teacher(session, data.subject_id)
-    subject = student or teacher
-    if subject is None or (
-        scope is not None and not in_scope(scope, subject.country_code, subject.school_code)
-    ):
-        raise SubjectNotFound(data.subject_id)
+    student, teacher = _lock_subject(session, data.subject_id, scope)
     kind = "student" if student is not None else "teacher"
-    # The clock is read after the lock: a decision waiting for another one is recorded after it.
+    subject: Student | Teacher = student or teacher  # type: ignore[assignment]
+    # The clock is read after the lock, and never goes back for one subject (servers' clocks may
+    # differ slightly): a decision waiting for another one is recorded after it.
     moment = now or datetime.now(UTC)
+    previous = repository.last_recorded(
+        session, student_id=student.id if student else None, teacher_id=teacher.id if teacher else None
+    )
+    if now is None and previous is not None and previous >= moment:
+        moment = previous + timedelta(microseconds=1)
     if data.idempotency_key is not None:
         earlier = repository.event_rows(session, data.idempotency_key)
         if earlier:
@@ -288,6 +301,8 @@ def record_decision(
             effective_at=moment,
             event_id=event_id,
         )
+    if student is not None:
+        status_cache.refresh(session, [student.id], at=moment)
     if student is not None and data.decided_by is DecidedBy.student and capacity is Capacity.consent:
         session.execute(
             update(ReconsentMark)

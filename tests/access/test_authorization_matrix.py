@@ -115,6 +115,14 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/consent/requests/{request_id}/refuse"): DPO,
     ("POST", "/api/consent/requests/{request_id}/complete"): DPO,
     ("GET", "/api/consent/requests/{request_id}/export"): DPO,
+    # consent decisions and statuses (stewards enter paper decisions and read within their scope)
+    ("POST", "/api/consent/decisions"): frozenset({Role.data_steward}),
+    ("GET", "/api/consent/subjects/{subject_id}/decisions"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/consent/subjects/{subject_id}/status"): frozenset({Role.data_steward, Role.dpo}),
+    ("POST", "/api/consent/status"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/consent/reconsent"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/consent/rule-impacts/{rule_id}"): DPO,
+    ("GET", "/api/consent/withdrawals"): DPO,
     # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
     ("GET", "/api/consent/forms"): SIGNED_IN,
     ("POST", "/api/consent/forms"): DPO,

@@ -1,0 +1,57 @@
+"""Keyed pseudonyms of subjects, one namespace per project domain.
+
+A pseudonym is the hex HMAC-SHA256 of the subject id under the key ``pseudonym-<domain>`` held by the
+key-management backend, so research data carries only pseudonyms and nobody holding the data alone
+can link them back. The mapping is kept here, on the identity side, so the status engine can answer
+for a dataset's pseudonyms; the enclave's ingestion calls ``pseudonymise``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent.decisions.models import Pseudonym
+from infra.keys import KeyBackend
+
+
+def key_name(domain: str) -> str:
+    """The key-management key of a domain."""
+    return f"pseudonym-{domain}"
+
+
+def pseudonymise(
+    session: Session, keys: KeyBackend, domain: str, subject_ids: Iterable[str]
+) -> dict[str, str]:
+    """Pseudonyms of the subjects in ``domain`` (subject id -> pseudonym), created and stored as needed."""
+    wanted = list(dict.fromkeys(subject_ids))
+    known: dict[str, str] = {}
+    for start in range(0, len(wanted), 5_000):
+        part = wanted[start : start + 5_000]
+        rows = session.execute(
+            select(Pseudonym.subject_id, Pseudonym.pseudonym).where(
+                Pseudonym.domain == domain, Pseudonym.subject_id.in_(part)
+            )
+        ).all()
+        known.update(rows)
+    fresh = {s: keys.hmac(key_name(domain), s.encode()).hex() for s in wanted if s not in known}
+    if fresh:
+        session.add_all(Pseudonym(domain=domain, pseudonym=p, subject_id=s) for s, p in fresh.items())
+        session.flush()
+    return {**known, **fresh}
+
+
+def resolve(session: Session, domain: str, pseudonyms: Sequence[str]) -> dict[str, str]:
+    """Subject ids of known pseudonyms in ``domain`` (pseudonym -> subject id); unknown ones are absent."""
+    found: dict[str, str] = {}
+    for start in range(0, len(pseudonyms), 5_000):
+        part = list(pseudonyms[start : start + 5_000])
+        rows = session.execute(
+            select(Pseudonym.pseudonym, Pseudonym.subject_id).where(
+                Pseudonym.domain == domain, Pseudonym.pseudonym.in_(part)
+            )
+        ).all()
+        found.update(rows)
+    return found
