@@ -1,5 +1,9 @@
 """Carrying out rectification, erasure, restriction and objection on the rosters.
 
+Every change that can alter a student's consent status (restriction, erasure, a guardian unlinked,
+a corrected birth date) refreshes the students' rows of the status cache in the same transaction
+(``consent.decisions.status_cache``), so batch status calls see it at once.
+
 What each right does here (the request service calls these when the DPO completes a request):
 
 * **Rectification (Art. 16).** The corrected values given with the request are applied through
@@ -40,6 +44,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from access.principal import Principal
+from consent.decisions import status_cache
 from consent.decisions.models import Withdrawal
 from consent.decisions.withdrawals import WithdrawalReason, emit_withdrawal
 from consent.identity import IdentityField, IdentityProtector
@@ -108,6 +113,7 @@ def rectify(
         _, changed = rosters.rectify_student(
             session, principal, protector, subject.subject_id, StudentRectify.model_validate(changes)
         )
+        status_cache.refresh(session, [subject.id])
     elif isinstance(subject, Teacher):
         _, changed = rosters.rectify_teacher(
             session, principal, protector, subject.subject_id, TeacherRectify.model_validate(changes)
@@ -127,8 +133,12 @@ def erase(session: Session, protector: IdentityProtector, subject: Subject, kind
         request.details = {key: value for key, value in request.details.items() if key not in ERASED_DETAILS}
     session.flush()
     if isinstance(subject, Guardian):
+        children = [student.id for student, _ in repository.students_of(session, subject)]
         repository.unlink_guardian(session, subject)
+        status_cache.refresh(session, children)
         return Effect()
+    if isinstance(subject, Student):
+        status_cache.refresh(session, [subject.id])
     withdrawal = emit_withdrawal(
         session,
         subject_kind=kind.value,
@@ -145,6 +155,8 @@ def restrict(session: Session, subject: Student | Teacher, kind: SubjectKind) ->
     subject.restricted_at = subject.restricted_at or moment
     subject.updated_at = moment
     session.flush()
+    if isinstance(subject, Student):
+        status_cache.refresh(session, [subject.id])
     withdrawal = emit_withdrawal(
         session,
         subject_kind=kind.value,

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from access.audit.actions import Role
 from access.audit.models import AuditEntry
 from access.principal import Principal
-from consent.decisions.models import Decision, Withdrawal
+from consent.decisions import status, status_cache
+from consent.decisions.models import Decision, Status, Withdrawal
 from consent.forms.models import ConsentForm
 from consent.identity import IdentityField
 from consent.requests import deadlines, export, service, sources
@@ -27,7 +28,14 @@ from consent.requests.schemas import ExportFormat, RequestCreate
 from consent.requests.sources import DatasetRows
 from consent.rosters.models import Guardian, Guardianship, Student, Teacher
 from infra.errors import Conflict, ValidationFailed
-from tests.support.consent import ALL_PURPOSES, make_form, make_guardian, make_student, make_teacher
+from tests.support.consent import (
+    ALL_PURPOSES,
+    load_rules,
+    make_form,
+    make_guardian,
+    make_student,
+    make_teacher,
+)
 from tests.support.projects import make_principal
 
 
@@ -722,3 +730,19 @@ def test_a_teachers_access_export_holds_their_name_email_school_and_own_decision
         "BG-SOF-001",
     )
     assert [(d["purpose"], d["decided_by"]) for d in document["decisions"]] == [("interviews", "teacher")]
+
+
+@pytest.mark.parametrize("kind", ["restriction", "erasure"])
+def test_batch_statuses_stop_counting_a_restricted_or_erased_student_at_once(
+    db_session, protector, family, kind
+):
+    load_rules(db_session)
+    student = family.student
+    status_cache.refresh(db_session, [student.id])
+    boss = dpo(db_session)
+    request = _create(db_session, boss, protector, student.subject_id, kind=kind)
+    service.complete_request(db_session, boss, protector, request.id)
+    cached = status.student_statuses(db_session, [student.subject_id]).rows[student.subject_id]
+    derived = status.derive_student_statuses(db_session, [student.subject_id]).rows[student.subject_id]
+    assert cached == derived
+    assert Status.granted not in cached.values()
