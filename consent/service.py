@@ -21,9 +21,9 @@ version, which may not start in the past (it would rewrite what was in force). A
 yet taken effect (``effective_from`` after today, UTC) may be withdrawn by a DPO or admin; it is
 deleted and the ledger keeps the record. Two versions of one country may not start the same day.
 
-Hook for the consent status engine (not built yet): it will have to recompute the subjects of a
-country whose rule changes. ``create_rule``, ``withdraw_rule`` and ``load_default_rules`` return the
-affected versions and emit nothing else for now; that is where the engine will be told.
+When a version is recorded, ``consent.decisions.reconsent.record_rule_impact`` lists the students
+whose status changes on its first day (for the DPO: ``GET /api/consent/rule-impacts/{rule_id}``),
+marks those who must decide again, and refreshes the country's status rows.
 """
 
 from __future__ import annotations
@@ -252,7 +252,10 @@ def create_rule(
         if existing:
             data = data.model_copy(update={"country_name": existing[-1].country_name})
     rule = _insert(session, principal.actor, code, data, RuleSource.api)
-    log.info("consent.rule_created", country=code, rule_id=rule.id)
+    from consent.decisions.reconsent import record_rule_impact
+
+    affected = record_rule_impact(session, rule, principal.actor)
+    log.info("consent.rule_created", country=code, rule_id=rule.id, affected=affected)
     return rule
 
 
@@ -281,6 +284,9 @@ def withdraw_rule(
         target_id=str(rule_id),
         details=details,
     )
+    from consent.decisions import status_cache
+
+    status_cache.refresh(session, country=code)
     log.info("consent.rule_withdrawn", country=code, rule_id=rule_id)
     return rule
 

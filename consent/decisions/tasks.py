@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 from consent.decisions import withdrawals
 from infra.tasks import DatabaseTask, celery_app, register_periodic, task_session_factory
 
@@ -29,3 +31,19 @@ def sweep_withdrawals(self: DatabaseTask) -> dict[str, Any]:
 
 
 register_periodic("consent-withdrawal-sweep", withdrawals.SWEEP_TASK, withdrawals.SWEEP_INTERVAL)
+
+
+RECONSENT_TASK = "default.consent_reconsent_scan"
+
+
+@celery_app.task(name=RECONSENT_TASK, base=DatabaseTask, bind=True)
+def reconsent_scan(self: DatabaseTask) -> dict[str, Any]:
+    """Mark students nearing self-consent age and refresh status rows about to end (idempotent)."""
+    from consent.decisions.reconsent import scan
+
+    with self.session() as session:
+        result = scan(session)
+        return {"marked": result.marked, "refreshed": result.refreshed}
+
+
+register_periodic("consent-reconsent-scan", RECONSENT_TASK, crontab(hour=2, minute=15))

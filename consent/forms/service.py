@@ -286,8 +286,16 @@ def publish_form(
             purposes=tuple(FormPurposeFlag(purpose=c, required=r) for c, r in parsed.purposes.items()),
         ),
     )
+    from consent.decisions.reconsent import record_form_change
+
+    marked = record_form_change(session, form, actor)
     log.info(
-        "consent.form_published", form_id=form.id, country=country, language=language, version=front.version
+        "consent.form_published",
+        form_id=form.id,
+        country=country,
+        language=language,
+        version=front.version,
+        marked_for_reconsent=marked,
     )
     return Published(form, created=True)
 

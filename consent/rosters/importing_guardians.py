@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from access.principal import Principal
+from consent.decisions import status_cache
 from consent.identity import IdentityField, IdentityProtector, normalise_email
 from consent.rosters import repository
 from consent.rosters.csv_format import Cells, Report, RosterKind, Row
@@ -262,4 +263,6 @@ def _link(
     if rows and not dry_run:
         session.execute(insert(Guardianship), [{**row, "created_at": utc_now()} for row in rows])
         session.flush()
+        # A new guardian can change a status (all guardians must consent under some rules).
+        status_cache.invalidate(session, sorted({int(str(row["student_id"])) for row in rows}))
     return len(rows)
