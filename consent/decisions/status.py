@@ -63,6 +63,8 @@ CODES = {
     4: Status.declined,
     5: Status.withdrawn,
 }
+JIT_THRESHOLD = 200
+"""Above this many subjects PostgreSQL's JIT compiler would kick in (see ``_run``)."""
 CHAR_CODES = {str(code): status for code, status in CODES.items()}
 STATUS_CODES = {status: code for code, status in CODES.items()}
 
@@ -295,7 +297,8 @@ def _run(
         params["ids"] = ids
     if ":exclude_rule" in sql:
         params["exclude_rule"] = exclude_rule
-    postgres = session.get_bind().dialect.name == "postgresql"
+    many = subject_ids is None or len(subject_ids) > JIT_THRESHOLD
+    postgres = many and session.get_bind().dialect.name == "postgresql"
     if postgres:
         # The planner's cost for 18,000 subjects crosses PostgreSQL's JIT threshold, and compiling
         # this statement takes seconds while running it takes a tenth of one. Off for this
