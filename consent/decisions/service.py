@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from access.audit.actions import Details, Identifier, Sha256Hex, register_action
@@ -88,14 +89,24 @@ class RecordedDecision:
     replayed: bool
 
 
-def _replay(rows: list[Decision], data: DecisionCreate, subject_id: str, kind: str) -> RecordedDecision:
+def _replay(
+    session: Session, rows: list[Decision], data: DecisionCreate, subject: Student | Teacher
+) -> RecordedDecision:
     first = rows[0]
+    kind = "student" if isinstance(subject, Student) else "teacher"
+    recorded_for = first.student_id if kind == "student" else first.teacher_id
+    guardian = (
+        repository.guardian_uuids(session, [first.guardian_id]).get(first.guardian_id)
+        if first.guardian_id is not None
+        else None
+    )
     same = (
         first.form_id == data.form_id
         and first.decided_by == data.decided_by.value
         and first.text_sha256 == data.text_sha256
         and {row.purpose: Choice(row.choice) for row in rows} == dict(data.choices)
-        and subject_id == data.subject_id
+        and recorded_for == subject.id
+        and guardian == data.guardian_id
     )
     if not same:
         raise DecisionConflict(
@@ -103,10 +114,10 @@ def _replay(rows: list[Decision], data: DecisionCreate, subject_id: str, kind: s
         )
     return RecordedDecision(
         event_id=first.event_id,
-        subject_id=subject_id,
+        subject_id=subject.subject_id,
         subject_kind=kind,
         decided_by=DecidedBy(first.decided_by),
-        guardian_id=data.guardian_id,
+        guardian_id=guardian,
         capacity=Capacity(first.capacity),
         form_id=first.form_id,
         text_sha256=first.text_sha256,
@@ -115,6 +126,24 @@ def _replay(rows: list[Decision], data: DecisionCreate, subject_id: str, kind: s
         recorded_at=first.recorded_at,
         replayed=True,
     )
+
+
+def _insert(session: Session, rows: list[Decision], idempotency_key: str | None) -> list[Decision]:
+    """Insert ``rows``; if a submission with the same key committed meanwhile, its rows instead.
+
+    The subject's lock does not cover the key: the same key sent for another subject at the same
+    time waits on the key's unique index, then collides; that is a repeated key, not a crash.
+    """
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+            session.flush()
+    except IntegrityError:
+        earlier = repository.event_rows(session, idempotency_key) if idempotency_key else []
+        if not earlier:
+            raise
+        return earlier
+    return []
 
 
 def _check_form(
@@ -238,7 +267,7 @@ def record_decision(
     if data.idempotency_key is not None:
         earlier = repository.event_rows(session, data.idempotency_key)
         if earlier:
-            return _replay(earlier, data, data.subject_id, kind)
+            return _replay(session, earlier, data, subject)
     if subject.erased_at is not None:
         raise DecisionConflict("this subject's identity was erased", code="subject_erased")
     form = _check_form(session, session.get(ConsentForm, data.form_id), data, subject.country_code, moment)
@@ -251,27 +280,29 @@ def record_decision(
         capacity = Capacity.consent
     event_id = str(uuid.uuid4())
     expires_at = datetime.combine(form.valid_until, time.min, tzinfo=UTC) if form.valid_until else None
-    for purpose, choice in sorted(data.choices.items()):
-        session.add(
-            Decision(
-                event_id=event_id,
-                student_id=student.id if student is not None else None,
-                teacher_id=teacher.id if teacher is not None else None,
-                decided_by=data.decided_by.value,
-                guardian_id=guardian_row,
-                capacity=capacity.value,
-                form_id=form.id,
-                text_sha256=data.text_sha256,
-                purpose=purpose,
-                choice=choice.value,
-                channel=data.channel.value,
-                recorded_at=moment,
-                recorded_by=actor.id,
-                expires_at=expires_at,
-                idempotency_key=data.idempotency_key,
-            )
+    rows = [
+        Decision(
+            event_id=event_id,
+            student_id=student.id if student is not None else None,
+            teacher_id=teacher.id if teacher is not None else None,
+            decided_by=data.decided_by.value,
+            guardian_id=guardian_row,
+            capacity=capacity.value,
+            form_id=form.id,
+            text_sha256=data.text_sha256,
+            purpose=purpose,
+            choice=choice.value,
+            channel=data.channel.value,
+            recorded_at=moment,
+            recorded_by=actor.id,
+            expires_at=expires_at,
+            idempotency_key=data.idempotency_key,
         )
-    session.flush()
+        for purpose, choice in sorted(data.choices.items())
+    ]
+    earlier = _insert(session, rows, data.idempotency_key)
+    if earlier:
+        return _replay(session, earlier, data, subject)
     record(
         session,
         actor,
