@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from access.accounts.models import Account, LoginAttempt, RecoveryCode, RefreshToken
+from infra.db import as_utc
 from infra.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """An aware UTC datetime (SQLite hands back naive ones for timezone-aware columns)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def by_id(session: Session, account_id: str) -> Account | None:

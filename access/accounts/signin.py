@@ -50,6 +50,7 @@ from access.accounts.tokens import ENROLMENT_SCOPE, AccessClaims, IssuedToken, T
 from access.audit.actions import Role
 from access.audit.service import Actor, record, record_denied
 from access.principal import Principal
+from infra.db import as_utc
 from infra.keys import KeyBackend
 from infra.settings import Settings
 
@@ -247,7 +248,7 @@ def refresh(session: Session, env: AuthEnvironment, token: str) -> SignInResult:
             target_id=row.account_id,
         )
         raise InvalidToken("the refresh token was already used; every token of this sign-in is revoked")
-    if repository.as_utc(row.expires_at) <= now:
+    if as_utc(row.expires_at) <= now:
         raise InvalidToken("the refresh token has expired: sign in again")
     account = repository.by_id(session, row.account_id)
     if account is None or account.status != "active":

@@ -19,6 +19,7 @@ from access.audit.exceptions import InvalidCheckpoint
 from access.audit.merkle import RootBuilder, consistency_proof, inclusion_proof
 from access.audit.models import AuditCheckpoint, AuditEntry, AuditHead
 from access.audit.recording import LOG_ID, SIGNING_KEY, Actor, chain_queued, record, seal
+from infra.db import as_utc
 from infra.keys import KeyBackend, verify_signature
 from infra.logging import get_logger
 
@@ -82,11 +83,9 @@ class SignedCheckpoint:
     @classmethod
     def from_row(cls, row: AuditCheckpoint) -> SignedCheckpoint:
         """From the stored row."""
-        return cls(row.tree_size, row.root_hash, _aware(row.signed_at), row.key_id, row.signature)
+        return cls(row.tree_size, row.root_hash, as_utc(row.signed_at), row.key_id, row.signature)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def checkpoint_payload(tree_size: int, root_hash: str, signed_at: datetime) -> bytes:

@@ -13,10 +13,11 @@ from access.audit import canonical
 from access.audit.actions import (
     AUDIT_RETENTION_APPLIED,
 )
-from access.audit.checkpoints import _STREAM, SignedCheckpoint, _aware, checkpoint_signature_valid
+from access.audit.checkpoints import _STREAM, SignedCheckpoint, checkpoint_signature_valid
 from access.audit.merkle import RootBuilder
 from access.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEntry, AuditHead
 from access.audit.recording import PENDING_NAMES
+from infra.db import as_utc
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -215,7 +216,7 @@ def verify_ledger(
         ).order_by(AuditCheckpoint.tree_size, AuditCheckpoint.id)
     )
     checkpoints = [
-        SignedCheckpoint(int(size), str(root), _aware(signed_at), str(key_id), str(signature))
+        SignedCheckpoint(int(size), str(root), as_utc(signed_at), str(key_id), str(signature))
         for size, root, signed_at, key_id, signature in rows
     ]
     for checkpoint in checkpoints:

@@ -36,6 +36,7 @@ from consent.decisions.status import derive_student_statuses
 from consent.forms.models import ConsentForm
 from consent.models import CountryRule
 from consent.rosters.models import Student
+from infra.db import as_utc
 
 WINDOW = timedelta(days=30)
 """How long before the self-consent birthday a student is marked for invitation."""
@@ -157,7 +158,7 @@ def record_rule_impact(session: Session, rule: CountryRule, actor: Actor = SYSTE
 
 def record_form_change(session: Session, form: ConsentForm, actor: Actor = SYSTEM) -> int:
     """Mark the students whose grants the new form version makes ``reconsent_required``."""
-    moment = form.published_at.astimezone(UTC)
+    moment = as_utc(form.published_at)
     students = _students(session, form.country_code)
     changed = _compare(session, students, before=moment - timedelta(microseconds=1), after=moment)
     marked = 0

@@ -31,6 +31,7 @@ from consent.decisions.status import STATUS_CODES, derive_student_statuses, subj
 from consent.forms.models import ConsentForm
 from consent.models import CountryRule
 from consent.rosters.models import Student
+from infra.db import as_utc
 
 CHUNK = 2_000
 HORIZON = timedelta(days=366)
@@ -107,7 +108,7 @@ def _spans_end(session: Session, students: Sequence[Student], moment: datetime) 
         .order_by(CountryRule.effective_from)
     ).scalars():
         versions[rule.country_code].append(rule)
-    future_forms = dict(
+    future_forms: dict[str, datetime] = dict(
         session.execute(
             select(ConsentForm.country_code, func.min(ConsentForm.published_at))
             .where(ConsentForm.country_code.in_(countries), ConsentForm.published_at > moment)
@@ -132,7 +133,7 @@ def _spans_end(session: Session, students: Sequence[Student], moment: datetime) 
     ends: dict[int, datetime] = {}
     for student in students:
         decided = last_decided.get(student.id)
-        if decided is not None and decided > moment:
+        if decided is not None and as_utc(decided) > moment:
             continue  # recorded "after" this instant (another clock): leave this student to derivation
         candidates = [moment + HORIZON]
         rules = versions.get(student.country_code, [])
@@ -148,13 +149,13 @@ def _spans_end(session: Session, students: Sequence[Student], moment: datetime) 
                     if birthday > moment:
                         candidates.append(birthday)
         if student.country_code in future_forms:
-            candidates.append(future_forms[student.country_code])
+            candidates.append(as_utc(future_forms[student.country_code]))
         expiry = expiries.get(student.id)
         if expiry is not None:
-            candidates.append(expiry)
+            candidates.append(as_utc(expiry))
         for marker in (student.restricted_at, student.erased_at):
-            if marker is not None and marker > moment:
-                candidates.append(marker)
+            if marker is not None and as_utc(marker) > moment:
+                candidates.append(as_utc(marker))
         ends[student.id] = min(candidates)
     return ends
 
