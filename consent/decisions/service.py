@@ -40,6 +40,7 @@ from consent.exceptions import CountryRuleNotFound
 from consent.forms.models import Audience, ConsentForm
 from consent.rosters.models import Student, Teacher
 from consent.scope import in_scope
+from infra.db import as_utc
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -262,8 +263,8 @@ def record_decision(
     previous = repository.last_recorded(
         session, student_id=student.id if student else None, teacher_id=teacher.id if teacher else None
     )
-    if now is None and previous is not None and previous >= moment:
-        moment = previous + timedelta(microseconds=1)
+    if now is None and previous is not None and as_utc(previous) >= moment:
+        moment = as_utc(previous) + timedelta(microseconds=1)
     if data.idempotency_key is not None:
         earlier = repository.event_rows(session, data.idempotency_key)
         if earlier:
