@@ -9,9 +9,6 @@ HTTP/1.1 keep-alive by client threads in this process.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.server import serve
 
 
 def verify_benchmark(count: int = 5000) -> dict[str, Any]:
@@ -99,36 +98,16 @@ def _hammer(base: str, path: str, headers: dict[str, str], seconds: float, threa
 
 def endpoint_benchmark(url: str, seconds: float = 10.0, threads: int = 4) -> dict[str, Any]:
     """Requests per second of the open and the authorised no-op endpoint, and their ratio."""
-    from tests.support.processes import free_port, stop, wait_for_http
-
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
         email, password = _prepare_account(url, data_dir)
-        port = free_port()
-        env = {
-            **os.environ,
-            "ENCLAVE_ENVIRONMENT": "test",
-            "ENCLAVE_DATA_DIR": str(data_dir),
-            "ENCLAVE_DATABASE_URL": url,
-            "ENCLAVE_LOG_LEVEL": "WARNING",
-        }
-        log = data_dir / "server.log"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "bench.access_app:app", "--port", str(port),
-             "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{base}/health", server, log)
+        with serve("bench.access_app:app", url, data_dir) as base:
             answer = httpx.post(f"{base}/api/auth/token", data={"username": email, "password": password})
             answer.raise_for_status()
             headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
             _hammer(base, "/bench/authorised", headers, 1.0, threads)  # warm up
             opened = _hammer(base, "/bench/open", {}, seconds, threads)
             authorised = _hammer(base, "/bench/authorised", headers, seconds, threads)
-        finally:
-            stop(server)
     return {
         "open": opened,
         "authorised": authorised,

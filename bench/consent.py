@@ -13,11 +13,8 @@ audited transaction.
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +25,8 @@ from typing import Any
 
 import httpx
 import pyotp
+
+from bench.server import serve
 
 COUNTRIES = {"BE": "nl", "BG": "bg", "PL": "pl", "ES": "es"}
 PURPOSES = [
@@ -240,7 +239,6 @@ def decision_benchmark(url: str, seconds: float = 10.0, threads: int = 4) -> dic
     from consent.rosters.models import Student
     from infra.db import make_engine, make_session_factory, session_scope
     from infra.keys import FileKeyBackend
-    from tests.support.processes import free_port, stop, wait_for_http
 
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
@@ -284,23 +282,7 @@ def decision_benchmark(url: str, seconds: float = 10.0, threads: int = 4) -> dic
             form_id, text = form.id, next(t.sha256 for t in form.texts if t.audience == "guardian")
             guardian_of = _guardians(session, young)
         engine.dispose()
-        port = free_port()
-        env = {
-            **os.environ,
-            "ENCLAVE_ENVIRONMENT": "test",
-            "ENCLAVE_DATA_DIR": str(data_dir),
-            "ENCLAVE_DATABASE_URL": url,
-            "ENCLAVE_LOG_LEVEL": "WARNING",
-        }
-        log = data_dir / "server.log"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "enclave.app:create_app", "--port", str(port),
-             "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{base}/health", server, log)
+        with serve("enclave.app:create_app", url, data_dir) as base:
             answer = httpx.post(
                 f"{base}/api/auth/token",
                 data={
@@ -313,8 +295,6 @@ def decision_benchmark(url: str, seconds: float = 10.0, threads: int = 4) -> dic
             headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
             plan = {"subjects": young, "guardian_of": guardian_of, "form_id": form_id, "text": text}
             result = _hammer(base, headers, plan, seconds=seconds, threads=threads)
-        finally:
-            stop(server)
     return result
 
 

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from infra.errors import Conflict, NotFound, ValidationFailed
+from infra.errors import InvalidField, NotFound, ReasonedConflict
 
 
-class InvalidCountryRule(ValidationFailed):
+class InvalidCountryRule(InvalidField):
     """A rule version is well formed but breaks a rule; the answer names the field."""
 
-    def __init__(self, field: str, detail: str, *, code: str, location: str = "body") -> None:
-        super().__init__(
-            f"{field}: {detail}",
-            extra={
-                "reason": code,
-                "errors": [{"field": f"{location}.{field}", "message": detail, "type": code}],
-            },
-        )
-        self.field = field
-        self.code = code
 
-
-class RuleVersionConflict(Conflict):
+class RuleVersionConflict(ReasonedConflict):
     """The request clashes with the versions already recorded for the country."""
-
-    def __init__(self, detail: str, *, code: str) -> None:
-        super().__init__(detail, extra={"reason": code})
-        self.code = code
 
 
 class CountryRuleNotFound(NotFound):

@@ -71,6 +71,32 @@ class Conflict(EnclaveError):
     title = "Conflict"
 
 
+class InvalidField(ValidationFailed):
+    """Well-formed input that breaks a rule: the answer names the field and a machine-readable reason.
+
+    ``location`` is where the field sits (``body``, ``query``, ``path``, or a file's part).
+    """
+
+    def __init__(self, field: str, detail: str, *, code: str, location: str = "body") -> None:
+        super().__init__(
+            f"{field}: {detail}",
+            extra={
+                "reason": code,
+                "errors": [{"field": f"{location}.{field}", "message": detail, "type": code}],
+            },
+        )
+        self.field = field
+        self.code = code
+
+
+class ReasonedConflict(Conflict):
+    """A conflict with a machine-readable ``reason`` for clients to act on."""
+
+    def __init__(self, detail: str, *, code: str) -> None:
+        super().__init__(detail, extra={"reason": code})
+        self.code = code
+
+
 class PayloadTooLarge(EnclaveError):
     """The request body is larger than allowed."""
 

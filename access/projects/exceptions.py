@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from infra.errors import Conflict, Forbidden, NotFound, ReasonedConflict, ValidationFailed
 
 
 class ProjectNotFound(NotFound):
@@ -25,12 +25,8 @@ class IllegalTransition(Conflict):
         self.code = "illegal_transition"
 
 
-class ProjectRuleBroken(Conflict):
+class ProjectRuleBroken(ReasonedConflict):
     """A rule of the approval process refuses the request in the project's current state."""
-
-    def __init__(self, detail: str, *, code: str) -> None:
-        super().__init__(detail, extra={"reason": code})
-        self.code = code
 
 
 class NotAllowedOnProject(Forbidden):

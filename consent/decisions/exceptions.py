@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.errors import Conflict, NotFound, ValidationFailed
+from infra.errors import InvalidField, NotFound, ReasonedConflict
 
 
 class SubjectNotFound(NotFound):
@@ -12,20 +12,9 @@ class SubjectNotFound(NotFound):
         super().__init__(f"no subject {subject_id}", extra={"reason": "unknown_subject"})
 
 
-class InvalidDecision(ValidationFailed):
+class InvalidDecision(InvalidField):
     """The decision is well formed but does not fit the form, the subject or the rule."""
 
-    def __init__(self, field: str, detail: str, *, code: str) -> None:
-        super().__init__(
-            f"{field}: {detail}",
-            extra={"reason": code, "errors": [{"field": f"body.{field}", "message": detail, "type": code}]},
-        )
-        self.code = code
 
-
-class DecisionConflict(Conflict):
+class DecisionConflict(ReasonedConflict):
     """The decision clashes with the state of things (a newer form, the wrong decider for the age...)."""
-
-    def __init__(self, detail: str, *, code: str) -> None:
-        super().__init__(detail, extra={"reason": code})
-        self.code = code

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from infra.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from infra.errors import Conflict, InvalidField, NotFound, PayloadTooLarge
 
 
-class InvalidForm(ValidationFailed):
+class InvalidForm(InvalidField):
     """A form file breaks a rule of the format; the answer names the field (or line) and the reason.
 
     ``location`` is ``file`` (the bytes), ``front_matter`` (the YAML header) or ``body`` (the texts).
     """
-
-    def __init__(self, field: str, detail: str, *, code: str, location: str = "body") -> None:
-        super().__init__(
-            f"{field}: {detail}",
-            extra={
-                "reason": code,
-                "errors": [{"field": f"{location}.{field}", "message": detail, "type": code}],
-            },
-        )
-        self.field = field
-        self.code = code
 
 
 class FormTooLarge(PayloadTooLarge):
