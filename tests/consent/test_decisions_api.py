@@ -303,6 +303,26 @@ def test_a_teacher_decides_for_themselves_through_the_api(client, world, steward
     assert answer.json()["subject_kind"] == "teacher"
     status = client.get(status_url(world.teacher.subject_id), headers=steward).json()
     assert (status["subject_kind"], status["statuses"]["questionnaires"]) == ("teacher", "granted")
+    for_the_teacher = {**body, "decided_by": "student", "text_sha256": text_hash(world.form, "child")}
+    assert_problem(client.post(DECISIONS, json=for_the_teacher, headers=steward), 422, "wrong_decider")
+    teacher_for_a_pupil = {**body, "subject_id": world.child.subject_id}
+    assert_problem(client.post(DECISIONS, json=teacher_for_a_pupil, headers=steward), 422, "wrong_decider")
+
+
+def test_no_decision_is_recorded_for_an_erased_subject(client, world, steward, db_session):
+    world.child.erased_at = datetime.now(UTC) - timedelta(minutes=1)
+    db_session.flush()
+    assert_problem(client.post(DECISIONS, json=world.guardian_body(), headers=steward), 409, "subject_erased")
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-11-23T10:00:00+14:00"])
+def test_statuses_at_extreme_instants_answer_and_never_fail(client, world, steward, at):
+    one = client.get(status_url(world.child.subject_id), params={"at": at}, headers=steward)
+    assert one.status_code == 200, one.text
+    assert datetime.fromisoformat(one.json()["at"]) == datetime.fromisoformat(at)
+    many = client.post(BATCH, json={"subject_ids": [world.child.subject_id], "at": at}, headers=steward)
+    assert many.status_code == 200, many.text
+    assert many.json()["statuses"][world.child.subject_id]["questionnaires"] == "pending"
 
 
 def test_an_unknown_subject_is_not_found(client, world, steward):
@@ -368,9 +388,9 @@ def test_a_body_that_is_not_json_or_misses_fields_is_refused(client, world, stew
     partial = client.post(DECISIONS, json={"subject_id": world.child.subject_id}, headers=steward)
     problem = assert_problem(partial, 422)
     assert "choices" in json.dumps(problem)
-    teacher_with_guardian = world.guardian_body(decided_by="student")
+    student_with_guardian = world.guardian_body(decided_by="student")
     assert "guardian_id" in json.dumps(
-        assert_problem(client.post(DECISIONS, json=teacher_with_guardian, headers=steward), 422)
+        assert_problem(client.post(DECISIONS, json=student_with_guardian, headers=steward), 422)
     )
 
 
