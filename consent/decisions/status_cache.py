@@ -209,14 +209,45 @@ def refresh(
     return written
 
 
-def due_for_refresh(session: Session, before: datetime, limit: int = 50_000) -> list[int]:
-    """Students whose row ends before ``before``, or who have no row."""
-    ending = select(StatusCache.student_id).where(StatusCache.valid_until < before)
-    missing = (
-        select(Student.id)
-        .outerjoin(StatusCache, StatusCache.student_id == Student.id)
-        .where(StatusCache.student_id.is_(None))
+_DUE = """
+WITH country_change AS (
+    SELECT country_code, MAX(changed) AS changed FROM (
+        SELECT country_code, created_at AS changed FROM consent_country_rule
+        UNION ALL
+        SELECT country_code, published_at AS changed FROM consent_form WHERE published_at <= :now
+    ) AS changes GROUP BY country_code
+)
+SELECT s.id
+FROM consent_student s
+LEFT JOIN consent_status_cache c ON c.student_id = s.id
+LEFT JOIN country_change cc ON cc.country_code = s.country_code
+WHERE c.student_id IS NULL
+   OR c.purposes <> :purposes
+   OR c.valid_until < :before
+   OR s.updated_at > c.valid_from
+   OR (s.restricted_at > c.valid_from AND s.restricted_at <= :now)
+   OR (s.erased_at > c.valid_from AND s.erased_at <= :now)
+   OR cc.changed > c.valid_from
+ORDER BY s.id
+LIMIT :limit
+"""
+
+
+def due_for_refresh(
+    session: Session, before: datetime, *, now: datetime | None = None, limit: int = 50_000
+) -> list[int]:
+    """Students whose row is missing, ends before ``before``, or no longer holds (see ``lookup``)."""
+    from consent.decisions.status import all_purposes
+
+    statement = text(_DUE).bindparams(
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("before", type_=DateTime(timezone=True)),
+        bindparam("purposes", type_=String()),
     )
-    ids = list(session.execute(ending.limit(limit)).scalars())
-    ids += list(session.execute(missing.limit(max(0, limit - len(ids)))).scalars())
-    return sorted(set(ids))
+    params = {
+        "now": now or datetime.now(UTC),
+        "before": before,
+        "purposes": ",".join(all_purposes(session)),
+        "limit": limit,
+    }
+    return list(session.execute(statement, params).scalars())

@@ -1,12 +1,13 @@
-"""Jobs of the decisions sub-area: withdrawal delivery and its sweep, the daily re-consent scan."""
+"""Jobs of the decisions sub-area: withdrawal delivery and its sweep, status refresh, the re-consent scan."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.schedules import crontab
 
-from consent.decisions import withdrawals
+from consent.decisions import status_cache, withdrawals
 from infra.tasks import DatabaseTask, celery_app, register_periodic, task_session_factory
 
 
@@ -34,6 +35,16 @@ register_periodic("consent-withdrawal-sweep", withdrawals.SWEEP_TASK, withdrawal
 
 
 RECONSENT_TASK = "default.consent_reconsent_scan"
+STATUS_REFRESH_TASK = "default.consent_status_refresh"
+
+
+@celery_app.task(name=STATUS_REFRESH_TASK, base=DatabaseTask, bind=True)
+def status_refresh(self: DatabaseTask) -> dict[str, Any]:
+    """Recompute the status rows that no longer hold (roster changes, new rules or forms, dates)."""
+    now = datetime.now(UTC)
+    with self.session() as session:
+        due = status_cache.due_for_refresh(session, before=now + timedelta(hours=1), now=now, limit=20_000)
+        return {"refreshed": status_cache.refresh(session, due, at=now) if due else 0}
 
 
 @celery_app.task(name=RECONSENT_TASK, base=DatabaseTask, bind=True)
@@ -47,3 +58,4 @@ def reconsent_scan(self: DatabaseTask) -> dict[str, Any]:
 
 
 register_periodic("consent-reconsent-scan", RECONSENT_TASK, crontab(hour=2, minute=15))
+register_periodic("consent-status-refresh", STATUS_REFRESH_TASK, timedelta(minutes=10))

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from access.audit.actions import Role
 from access.audit.service import Actor
 from consent import service as rules
-from consent.decisions import ages, reconsent
+from consent.decisions import ages, reconsent, status_cache
 from consent.decisions.models import ReconsentMark, RuleImpact, Status
 from consent.decisions.schemas import DecisionCreate
 from consent.decisions.service import record_decision
@@ -254,3 +254,18 @@ def test_publishing_a_version_that_rewords_a_purpose_marks_grants_under_the_old_
     row = student_statuses(db_session, [student.subject_id]).rows[student.subject_id]
     assert row["interviews"] is Status.reconsent_required
     assert row["questionnaires"] is Status.granted
+
+
+def test_rows_that_no_longer_hold_are_refreshed_by_the_periodic_job(db_session, protector):
+    student = make_student(
+        db_session, protector, country="PL", birth_year=datetime.now(UTC).year - 10, language="pl"
+    )
+    status_cache.refresh(db_session, [student.id])
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert student.id not in status_cache.due_for_refresh(db_session, before=later, now=later)
+    student.updated_at = later  # a roster re-import or rectification
+    db_session.flush()
+    after = later + timedelta(seconds=1)
+    assert student.id in status_cache.due_for_refresh(db_session, before=after, now=after)
+    status_cache.refresh(db_session, [student.id], at=after)
+    assert student.id not in status_cache.due_for_refresh(db_session, before=after, now=after)
