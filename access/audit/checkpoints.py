@@ -86,8 +86,6 @@ class SignedCheckpoint:
         return cls(row.tree_size, row.root_hash, as_utc(row.signed_at), row.key_id, row.signature)
 
 
-
-
 def checkpoint_payload(tree_size: int, root_hash: str, signed_at: datetime) -> bytes:
     """Canonical bytes of a checkpoint statement."""
     return canonical.canonical_bytes(
