@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 MODEL_MODULES = [
     "infra.outbox",
+    "infra.email.models",
     "access.audit.models",
     "access.accounts.models",
     "access.projects.models",
@@ -26,12 +27,14 @@ MODEL_MODULES = [
     "consent.rosters.models",
     "consent.decisions.models",
     "consent.requests.models",
+    "consent.invitations.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
 TASK_MODULES = [
     "infra.tasks",
     "infra.outbox",
+    "infra.email.tasks",
     "access.audit.tasks",
     "access.projects.tasks",
     "consent.decisions.tasks",

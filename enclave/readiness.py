@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enclave.components import Components
 from infra.db import ping
 from infra.migrate import current_revision, head_revision
+from infra.settings import Environment, Settings
 from infra.tasks import celery_app
 
 
@@ -58,11 +59,25 @@ def _keys(components: Components) -> str:
     return components.keys.check()
 
 
+def _email(components: Components) -> str:
+    from infra.email.transport import check
+
+    return check(components.settings)
+
+
+def _checks_email(settings: Settings) -> bool:
+    # Without an SMTP host, development and test write messages to a folder: nothing to reach.
+    return bool(settings.smtp_host) or settings.environment is Environment.production
+
+
 def check_all(components: Components) -> list[ComponentStatus]:
-    """Check database, broker, storage and keys; never raises."""
-    return [
+    """Check database, broker, storage, keys and (with an SMTP host, or in production) email; never raises."""
+    results = [
         _timed("database", lambda: _database(components)),
         _timed("broker", lambda: _broker(components)),
         _timed("storage", lambda: _storage(components)),
         _timed("keys", lambda: _keys(components)),
     ]
+    if _checks_email(components.settings):
+        results.append(_timed("email", lambda: _email(components)))
+    return results

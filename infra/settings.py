@@ -42,6 +42,14 @@ class KeyBackendKind(enum.StrEnum):
     vault = "vault"
 
 
+class SmtpTls(enum.StrEnum):
+    """How the connection to the SMTP server is protected."""
+
+    none = "none"
+    starttls = "starttls"
+    ssl = "ssl"
+
+
 class SettingsError(Exception):
     """Raised with one readable line per bad setting."""
 
@@ -143,6 +151,30 @@ class Settings(BaseSettings):
     login_lockout_seconds: Annotated[int, Field(ge=10, le=86400)] = Field(
         900, description="How long a lockout lasts and how far back failed sign-ins are counted."
     )
+    smtp_host: str = Field(
+        "",
+        description="SMTP server for outgoing email. Empty: messages are written as .eml files to "
+        "data_dir/mail-outbox (development and test only; production keeps them queued).",
+    )
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        587, description="SMTP port (587 for STARTTLS, 465 for SSL, 25 for a local relay)."
+    )
+    smtp_username: str = Field("", description="SMTP user name. Empty: no authentication.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password.")
+    smtp_tls: SmtpTls = Field(
+        SmtpTls.starttls,
+        description="none, starttls or ssl. Credentials over none are refused outside development.",
+    )
+    smtp_from: str = Field(
+        "LET'S CARE <no-reply@localhost>",
+        description="Sender of outgoing email: an address, optionally with a display name.",
+    )
+    smtp_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = Field(
+        20, description="Timeout of each SMTP network operation, in seconds."
+    )
+    smtp_max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        12, description="Sending attempts (1 min, 2, 4 ... up to 1 h apart) before a message is given up."
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -175,6 +207,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, amqp:// or memory://")
         return value
 
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        from email.utils import parseaddr
+
+        _, address = parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError("must be an address such as 'LET'S CARE <no-reply@example.org>'")
+        return value
+
     @field_validator("s3_endpoint")
     @classmethod
     def _endpoint_without_scheme(cls, value: str) -> str:
@@ -202,6 +244,15 @@ class Settings(BaseSettings):
                 problems.append("ENCLAVE_VAULT_ADDR: required when ENCLAVE_KEY_BACKEND=vault")
             if not self.vault_token.get_secret_value():
                 problems.append("ENCLAVE_VAULT_TOKEN: required when ENCLAVE_KEY_BACKEND=vault")
+        if (
+            self.smtp_host
+            and self.smtp_tls is SmtpTls.none
+            and self.smtp_username
+            and not self.is_development
+        ):
+            problems.append(
+                "ENCLAVE_SMTP_TLS: none would send the SMTP password in clear; use starttls or ssl"
+            )
         return problems
 
     def _production_problems(self) -> list[str]:

@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.support.openbao",
     "tests.support.seaweedfs",
     "tests.support.auth",
+    "tests.support.smtp",
 ]
 
 PG_SERVER = os.environ.get("ENCLAVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
