@@ -15,6 +15,7 @@ setup: $(UV)
 
 setup-dev: $(UV)
 	$(UV) sync --locked --all-extras
+	scripts/node-tools.sh
 
 ## Run the product on its embedded default: SQLite, encrypted local files, in-process tasks.
 demo: setup
