@@ -17,8 +17,11 @@ from access.accounts.router import router as accounts_router
 from access.audit.router import router as audit_review_router
 from access.projects.router import router as projects_router
 from access.web.pages import router as staff_pages_router
+from consent.console.pages import router as steward_console_router
 from consent.decisions.router import router as consent_decisions_router
+from consent.family.pages import router as family_pages_router
 from consent.forms.router import router as consent_forms_router
+from consent.invitations.router import router as consent_campaigns_router
 from consent.requests.router import router as consent_requests_router
 from consent.rosters.router import router as consent_rosters_router
 from consent.router import router as consent_rules_router
@@ -196,5 +199,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(consent_rosters_router)
     app.include_router(consent_decisions_router)
     app.include_router(consent_requests_router)
+    app.include_router(consent_campaigns_router)
+    app.include_router(family_pages_router)
+    app.include_router(steward_console_router)
     templates.env.globals.setdefault("settings_public_url", settings.public_url)
     return app
