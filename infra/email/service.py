@@ -184,7 +184,17 @@ def _claim(
         return None
     if message.next_attempt_at is not None and as_utc(message.next_attempt_at) > now:
         return None  # not due, or leased by a sender that is still working on it
-    content = crypto.open_sealed(session, keys, message.id, message.content)
+    try:
+        content = crypto.open_sealed(session, keys, message.id, message.content)
+    except crypto.ContentDecryptFailed as exc:
+        # Altered bytes or a lost key: no later attempt can do better. (A key backend that is
+        # down raises something else, and the message is simply tried again.)
+        message.status = EmailStatus.failed.value
+        message.last_error = exc.detail
+        message.content = None
+        message.next_attempt_at = None
+        log.error("email.undecryptable", message_id=message.id)
+        return None
     message.attempts += 1
     message.status = EmailStatus.sending.value
     # The lease: if this sender dies mid-way, the sweep tries again once it has passed.

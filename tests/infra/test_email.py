@@ -203,6 +203,53 @@ def test_ciphertext_copied_onto_another_message_does_not_decrypt(mail, db_sessio
         open_sealed(db_session, mail.keys, second.id, first.content)
 
 
+def test_message_whose_stored_content_was_altered_is_failed_not_sent(mail, db_session):
+    message = mail.queue(db_session)
+    db_session.flush()
+    assert message.content is not None
+    altered = message.content[:-1] + bytes([message.content[-1] ^ 1])
+    db_session.execute(update(EmailMessage).where(EmailMessage.id == message.id).values(content=altered))
+    assert send_message(mail.factory, mail.keys, mail.settings, message.id) is None
+    db_session.expire_all()
+    status = delivery_status(db_session, message.id)
+    assert status.status is EmailStatus.failed
+    assert status.last_error == "stored email content does not decrypt"
+    assert mail.row(db_session, message.id)["content"] is None
+    assert mail.server.received == []
+
+
+def test_embedded_default_on_sqlite_writes_the_message_after_commit(tmp_path):
+    embedded = load_settings(environment="test", data_dir=tmp_path / "data", log_level="WARNING")
+    engine = make_engine(embedded.effective_database_url)
+    try:
+        upgrade(engine)
+        configure_celery(embedded, engine=engine)
+        install_session_hooks()
+        factory = make_session_factory(engine)
+        keys = key_backend_from_settings(embedded)
+        with session_scope(factory) as session:
+            message = queue_email(
+                session,
+                keys,
+                to=ADDRESS,
+                subject="Invitación al estudio",
+                text="Hola",
+                language="es",
+                category="invitation",
+                reference="inv-sqlite",
+            )
+            assert not (mail_folder(embedded) / f"{message.id}.eml").exists()
+        assert (mail_folder(embedded) / f"{message.id}.eml").exists()
+        with factory() as session:
+            status = delivery_status(session, message.id)
+            assert status.status is EmailStatus.sent
+            assert status.sent_at is not None
+            assert status.sent_at.tzinfo is not None
+            assert send_due(factory, keys, embedded, now=later(600)) == {}
+    finally:
+        engine.dispose()
+
+
 def test_same_address_gets_the_same_recipient_hash_whatever_its_case(mail, db_session):
     first = mail.queue(db_session, to=ADDRESS)
     second = mail.queue(db_session, to=f"  {ADDRESS.upper()} ", reference="inv-43")
