@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ SEND_TASK = "email.send"
 SWEEP_TASK = "email.sweep"
 SWEEP_INTERVAL = timedelta(minutes=1)
 SWEEP_BATCH = 200
+SWEEP_BUDGET_SECONDS = 45.0
 FIRST_DELAY = timedelta(minutes=1)
 MAX_DELAY = timedelta(hours=1)
 
@@ -283,19 +285,36 @@ def due_messages(session: Session, now: datetime, limit: int = SWEEP_BATCH) -> l
 
 
 def send_due(
-    factory: sessionmaker[Session], keys: KeyBackend, settings: Settings, *, now: datetime | None = None
+    factory: sessionmaker[Session],
+    keys: KeyBackend,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    budget_seconds: float = SWEEP_BUDGET_SECONDS,
 ) -> dict[str, int]:
-    """Attempt every due message once (after a broker outage, a crashed sender or a failed attempt)."""
+    """Attempt due messages once each, batch after batch, for up to ``budget_seconds``.
+
+    Covers failed attempts, jobs lost to a broker outage and senders that died. A backlog left by
+    an SMTP outage drains over several runs; runs that overlap skip each other's messages.
+    """
     moment = now or _now()
-    with factory() as session:
-        ids = due_messages(session, moment)
+    deadline = time.monotonic() + budget_seconds
     counts: dict[str, int] = {}
-    for message_id in ids:
-        try:
-            status = send_message(factory, keys, settings, message_id, now=moment)
-        except Exception:
-            log.exception("email.sweep_failed", message_id=message_id)
-            continue
-        if status is not None:
-            counts[status.value] = counts.get(status.value, 0) + 1
+    tried: set[str] = set()
+    while time.monotonic() < deadline:
+        with factory() as session:
+            ids = [i for i in due_messages(session, moment, SWEEP_BATCH) if i not in tried]
+        if not ids:
+            break
+        for message_id in ids:
+            tried.add(message_id)
+            try:
+                status = send_message(factory, keys, settings, message_id, now=moment)
+            except Exception:
+                log.exception("email.sweep_failed", message_id=message_id)
+                continue
+            if status is not None:
+                counts[status.value] = counts.get(status.value, 0) + 1
+            if time.monotonic() >= deadline:
+                break
     return counts

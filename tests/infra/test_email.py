@@ -286,6 +286,23 @@ def test_message_stays_queued_while_the_server_is_down_and_the_sweep_sends_it_la
     assert len(mail.server.received) == 1
 
 
+def test_backlog_left_by_an_outage_is_drained_batch_after_batch(mail, db_session, monkeypatch):
+    import infra.email.service
+
+    mail.server.stop()
+    ids = [mail.queue(db_session, reference=f"inv-{n}").id for n in range(5)]
+    db_session.commit()
+    db_session.expire_all()
+    assert {delivery_status(db_session, i).status for i in ids} == {EmailStatus.queued}
+
+    monkeypatch.setattr(infra.email.service, "SWEEP_BATCH", 2)
+    mail.server.start()
+    assert send_due(mail.factory, mail.keys, mail.settings, now=later(10)) == {"sent": 5}
+    assert sorted(r.message["Message-ID"].split("@")[0].strip("<") for r in mail.server.received) == sorted(
+        ids
+    )
+
+
 def test_recipient_refused_with_550_is_marked_failed_with_the_reply_code(mail, db_session):
     mail.server.refuse_recipients(f"550 5.1.1 <{ADDRESS}>: Recipient address rejected")
     message = mail.queue(db_session)
