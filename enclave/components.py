@@ -27,6 +27,7 @@ MODEL_MODULES = [
     "consent.rosters.models",
     "consent.decisions.models",
     "consent.requests.models",
+    "consent.invitations.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
