@@ -39,7 +39,7 @@ from access.audit.actions import Details, Identifier, Role, register_action
 from access.audit.service import Actor, record
 from access.principal import Principal
 from consent.decisions import ages, status
-from consent.decisions.models import Decision, Status
+from consent.decisions.models import Decision, ReconsentMark, ReconsentReason, Status
 from consent.invitations.exceptions import CodeAttemptsExceeded, LinkNotUsable
 from consent.invitations.models import (
     Campaign,
@@ -194,18 +194,39 @@ class Invitees:
     teachers: list[Teacher]
 
 
-def invitees(session: Session, school: str, *, at: datetime | None = None) -> Invitees:
-    """The people of a school who still have something to decide at ``at`` (default now)."""
+def open_reconsent_marks(session: Session, school: str) -> dict[int, set[str]]:
+    """Students of a school with open re-consent marks, and the reasons of their marks."""
+    rows = session.execute(
+        select(ReconsentMark.student_id, ReconsentMark.reason)
+        .join(Student, Student.id == ReconsentMark.student_id)
+        .where(Student.school_code == school, ReconsentMark.resolved_at.is_(None))
+    ).all()
+    marked: dict[int, set[str]] = {}
+    for student_id, reason in rows:
+        marked.setdefault(student_id, set()).add(reason)
+    return marked
+
+
+def invitees(
+    session: Session,
+    school: str,
+    *,
+    at: datetime | None = None,
+    marked: dict[int, set[str]] | None = None,
+) -> Invitees:
+    """The people of a school who still have something to decide at ``at`` (default now).
+
+    With ``marked`` (re-consent), only those students and whoever must decide for them: the student
+    even if they decided before, and their guardians unless the only reason is the student reaching
+    the self-consent age. Teachers are not re-invited then.
+    """
     moment = at or datetime.now(UTC)
-    students = list(
-        session.execute(
-            select(Student)
-            .where(Student.school_code == school, Student.erased_at.is_(None))
-            .order_by(Student.id)
-        ).scalars()
-    )
+    query = select(Student).where(Student.school_code == school, Student.erased_at.is_(None))
+    if marked is not None:
+        query = query.where(Student.id.in_(list(marked)))
+    students = list(session.execute(query.order_by(Student.id)).scalars())
     if not students:
-        teachers = _undecided_teachers(session, school)
+        teachers = _undecided_teachers(session, school) if marked is None else []
         return Invitees([], [], teachers)
     table = status.student_statuses(session, [s.subject_id for s in students], at=moment)
     rules = rules_in_force(session, moment.date())
@@ -218,7 +239,9 @@ def invitees(session: Session, school: str, *, at: datetime | None = None) -> In
     )
     open_statuses = {Status.pending, Status.reconsent_required, Status.expired}
     needing = [
-        s for s in students if any(v in open_statuses for v in table.rows.get(s.subject_id, {}).values())
+        s
+        for s in students
+        if marked is not None or any(v in open_statuses for v in table.rows.get(s.subject_id, {}).values())
     ]
     guardian_students: list[Student] = []
     asked_students: list[Student] = []
@@ -228,10 +251,14 @@ def invitees(session: Session, school: str, *, at: datetime | None = None) -> In
             continue
         age = ages.age_on(student.birth_year, student.birth_month, moment.date())
         regime = ages.regime(rule, age)
-        if regime is not ages.Regime.self:
+        reasons = marked.get(student.id, set()) if marked is not None else set()
+        if regime is not ages.Regime.self and reasons != {ReconsentReason.self_consent_age.value}:
             guardian_students.append(student)
         old_enough = regime is not ages.Regime.guardian or ages.assent_needed(rule, age)
-        if old_enough and (student.id not in decided_by_student or regime is not ages.Regime.guardian):
+        asked_again = marked is not None
+        if old_enough and (
+            asked_again or student.id not in decided_by_student or regime is not ages.Regime.guardian
+        ):
             asked_students.append(student)
     guardians = list(
         session.execute(
@@ -244,7 +271,8 @@ def invitees(session: Session, school: str, *, at: datetime | None = None) -> In
             .order_by(Guardian.id)
         ).scalars()
     )
-    return Invitees(guardians, asked_students, _undecided_teachers(session, school))
+    teachers = _undecided_teachers(session, school) if marked is None else []
+    return Invitees(guardians, asked_students, teachers)
 
 
 def _undecided_teachers(session: Session, school: str) -> list[Teacher]:
@@ -288,7 +316,8 @@ def start_campaign(
     )
     session.add(campaign)
     session.flush()
-    people = invitees(session, school, at=moment)
+    marked = open_reconsent_marks(session, school) if reason is InvitationReason.reconsent else None
+    people = invitees(session, school, at=moment, marked=marked)
     issued: list[IssuedInvitation] = []
     targets: list[tuple[InviteeKind, Guardian | Student | Teacher, InvitationChannel]] = []
     for guardian in people.guardians:
@@ -318,6 +347,12 @@ def start_campaign(
                 campaign_id=campaign.id,
                 now=moment,
             )
+        )
+    if marked:
+        session.execute(
+            update(ReconsentMark)
+            .where(ReconsentMark.student_id.in_(list(marked)), ReconsentMark.resolved_at.is_(None))
+            .values(invited_at=moment)
         )
     letters = sum(1 for i in issued if i.invitation.channel == InvitationChannel.letter.value)
     record(
