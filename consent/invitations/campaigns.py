@@ -76,7 +76,9 @@ def counts_for(session: Session, campaigns: Sequence[Campaign]) -> list[Campaign
         statuses = dict(
             session.execute(
                 select(EmailMessage.id, EmailMessage.status).where(EmailMessage.id.in_(message_ids))
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
     by_campaign: dict[str, list[Invitation]] = {}
     for invitation in invitations:
