@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -429,6 +430,22 @@ def forms_list(
         console.print(f"[red]{exc.detail}[/]")
         raise typer.Exit(2) from None
     Console().print(table)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="Folder for the CSV (and Parquet) files.")] = Path("demo-data"),
+    students: Annotated[int, typer.Option(min=1, max=5_000_000, help="How many students.")] = 18_000,
+    schools: Annotated[int, typer.Option(min=1, max=10_000, help="How many schools.")] = 120,
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 2026,
+    parquet: Annotated[bool, typer.Option(help="Write the questionnaire as Parquet.")] = False,
+) -> None:
+    """Write synthetic LET'S CARE rosters (students, guardians, teachers) and a questionnaire dataset."""
+    from enclave.synthetic import generate, write_rosters
+
+    data = generate(students=students, schools=schools, seed=seed)
+    for name, path in write_rosters(data, out, parquet=parquet).items():
+        console.print(f"{name}: {path}")
 
 
 def main() -> None:
