@@ -129,6 +129,22 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/api/consent/forms/purposes"): SIGNED_IN,
     ("GET", "/api/consent/forms/current"): SIGNED_IN,
     ("GET", "/api/consent/forms/{form_id}"): SIGNED_IN,
+    # family pages (family session cookie, not staff roles)
+    ("GET", "/f/{token}"): PUBLIC,
+    ("GET", "/code"): PUBLIC,
+    ("POST", "/code"): PUBLIC,
+    ("GET", "/family"): PUBLIC,
+    ("GET", "/family/static/family.css"): PUBLIC,
+    ("GET", "/family/decide/{subject_id}"): PUBLIC,
+    ("POST", "/family/decide/{subject_id}"): PUBLIC,
+    ("POST", "/family/decide/{subject_id}/confirm"): PUBLIC,
+    ("GET", "/family/receipt/{event_id}.json"): PUBLIC,
+    ("GET", "/family/receipt/{event_id}"): PUBLIC,
+    ("GET", "/family/agreed"): PUBLIC,
+    ("GET", "/family/withdraw/{subject_id}"): PUBLIC,
+    ("POST", "/family/withdraw/{subject_id}"): PUBLIC,
+    ("GET", "/family/request/{subject_id}"): PUBLIC,
+    ("POST", "/family/request/{subject_id}"): PUBLIC,
 }
 
 STAFF = (Role.admin, Role.dpo, Role.legal_reviewer, Role.data_steward, Role.researcher)
