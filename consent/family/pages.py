@@ -77,6 +77,12 @@ class FamilyPage:
         """The interface language negotiated for this request."""
         return str(getattr(self.request.state, "language", "en"))
 
+    @property
+    def preferred_languages(self) -> list[str | None]:
+        """For the form: a language the person chose, else the one the school gave, else the browser's."""
+        family = self.family.language if self.family is not None else None
+        return [self.request.cookies.get("lang"), family, self.language]
+
     def gettext(self, message: str) -> str:
         """Translate an interface string into the page language."""
         return str(translations_for(self.language).gettext(message))
@@ -306,7 +312,7 @@ def decide_form(page: Page, subject_id: str, lang: str | None = None) -> Respons
     if isinstance(view, Response):
         return view
     assert page.family is not None
-    form = service.pick_form(page.session, view.country, [lang, page.language, page.family.language])
+    form = service.pick_form(page.session, view.country, [lang, *page.preferred_languages])
     if form is None:
         return page.render("family_message.html", {"kind": "no_form"}, status=409)
     return page.render("family_decide.html", _decide_context(page, view, form))
@@ -345,7 +351,7 @@ def _posted_form(page: FamilyPage, view: SubjectView, posted: Any) -> tuple[Cons
 
 def _text_changed(page: FamilyPage, view: SubjectView, language: str | None, status: int) -> HTMLResponse:
     assert page.family is not None
-    form = service.pick_form(page.session, view.country, [language, page.language, page.family.language])
+    form = service.pick_form(page.session, view.country, [language, *page.preferred_languages])
     if form is None:
         return page.render("family_message.html", {"kind": "no_form"}, status=409)
     context = _decide_context(page, view, form, notice="text_changed")
@@ -594,7 +600,7 @@ def _withdraw_form(page: FamilyPage, view: SubjectView) -> ConsentForm | None:
     assert page.family is not None
     own = service.own_decisions(page.session, page.family, view)
     last_form = page.session.get(ConsentForm, own[0].form_id) if own else None
-    wanted = [last_form.language if last_form else None, page.language, page.family.language]
+    wanted = [last_form.language if last_form else None, *page.preferred_languages]
     return service.pick_form(page.session, view.country, wanted)
 
 
