@@ -76,9 +76,7 @@ def counts_for(session: Session, campaigns: Sequence[Campaign]) -> list[Campaign
         statuses = dict(
             session.execute(
                 select(EmailMessage.id, EmailMessage.status).where(EmailMessage.id.in_(message_ids))
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     by_campaign: dict[str, list[Invitation]] = {}
     for invitation in invitations:
