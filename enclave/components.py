@@ -28,6 +28,7 @@ MODEL_MODULES = [
     "consent.decisions.models",
     "consent.requests.models",
     "consent.invitations.models",
+    "enclave.objects.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
