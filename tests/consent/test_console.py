@@ -98,7 +98,8 @@ def test_home_lists_the_stewards_schools(client, steward, db_session, protector)
     page = client.get("/staff/steward")
     assert page.status_code == 200
     assert '<html lang="en">' in page.text
-    assert SCHOOL in page.text and "PL-WAW-001" not in page.text
+    assert SCHOOL in page.text
+    assert "PL-WAW-001" not in page.text
 
 
 def test_roster_check_reports_every_problem_by_row_and_column_and_imports_nothing(
@@ -125,7 +126,8 @@ def test_fixed_roster_is_checked_then_imported(client, steward, db_session):
     assert db_session.execute(select(Student)).first() is None
     imported = upload(client, fixed, "import")
     assert imported.status_code == 200
-    assert "Imported 2 rows:" in imported.text and "2 created" in imported.text
+    assert "Imported 2 rows:" in imported.text
+    assert "2 created" in imported.text
     assert len(db_session.execute(select(Student)).all()) == 2
 
 
@@ -139,9 +141,11 @@ def test_roster_upload_without_the_csrf_token_is_refused(client, steward, db_ses
 def test_roster_upload_without_a_file_or_kind_says_what_is_missing(client, steward):
     token = csrf_of(client, "/staff/steward/rosters")
     no_file = client.post("/staff/steward/rosters", data={"kind": "students", "csrf_token": token})
-    assert no_file.status_code == 422 and "Choose a CSV file" in no_file.text
+    assert no_file.status_code == 422
+    assert "Choose a CSV file" in no_file.text
     no_kind = upload(client, students_csv(GOOD), "validate", kind="pupils")
-    assert no_kind.status_code == 422 and "Choose which roster" in no_kind.text
+    assert no_kind.status_code == 422
+    assert "Choose which roster" in no_kind.text
 
 
 def test_campaign_is_sent_from_the_console_with_counts_and_the_letters_download(
@@ -162,10 +166,12 @@ def test_campaign_is_sent_from_the_console_with_counts_and_the_letters_download(
     )
     assert answer.status_code == 303, answer.text
     page = client.get(answer.headers["location"])
-    assert "Sent." in page.text and "1 emails queued, 2 letters to print" in page.text
+    assert "Sent." in page.text
+    assert "1 emails queued, 2 letters to print" in page.text
     link = re.search(r'href="(/staff/steward/campaigns/[^"]+/letters\.pdf)"', page.text).group(1)
     pdf = client.get(link)
-    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert pdf.status_code == 200
+    assert pdf.content.startswith(b"%PDF")
     listing = client.get("/staff/steward/campaigns")
     assert listing.text.count("<td>PL-KRK-007</td>") == 1
 
@@ -188,7 +194,8 @@ def test_campaign_refusal_is_shown_on_the_page_and_leaves_nothing(client, stewar
     other = client.post(
         "/staff/steward/campaigns", data={"school": "PL-WAW-001", "reason": "invitation", "csrf_token": token}
     )
-    assert other.status_code == 403 and "outside your scope" in other.text
+    assert other.status_code == 403
+    assert "outside your scope" in other.text
     assert db_session.execute(select(Campaign)).first() is None
 
 
