@@ -23,6 +23,8 @@ consent_app = typer.Typer(help="Consent management.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 forms_app = typer.Typer(help="Versioned consent forms authored as Markdown files.", no_args_is_help=True)
 consent_app.add_typer(forms_app, name="forms")
+keys_app = typer.Typer(help="Encryption keys of stored research data.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
@@ -446,6 +448,80 @@ def demo_data(
     data = generate(students=students, schools=schools, seed=seed)
     for name, path in write_rosters(data, out, parquet=parquet).items():
         console.print(f"{name}: {path}")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Show the newest key-encryption key version and how many live data keys each version wraps."""
+    from enclave.objects.rotation import version_counts
+    from enclave.objects.store import store_for
+    from infra.db import session_scope
+
+    components = _components(_settings())
+    store = store_for(components)
+    latest = store.keys.latest_version(store.kek_name)
+    with session_scope(components.session_factory) as session:
+        counts = version_counts(session)
+    table = Table("KEK version", "live data keys")
+    for version in sorted({latest, *counts}):
+        table.add_row(
+            f"v{version}" + (" (newest)" if version == latest else ""), f"{counts.get(version, 0):,}"
+        )
+    Console().print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a new key-encryption key version; new objects use it. Then run `enclave keys rewrap`."""
+    from enclave.objects.rotation import rotate
+    from enclave.objects.store import store_for
+
+    store = store_for(_components(_settings()))
+    version = rotate(store)
+    Console().print(f"{store.kek_name} is now at version {version}; run `enclave keys rewrap` next")
+
+
+@keys_app.command("rewrap")
+def keys_rewrap(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Data keys per transaction.")] = 500,
+) -> None:
+    """Rewrap every live data key to the newest KEK version, without re-encrypting data (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from enclave.objects.rotation import pending, rewrap_all
+    from enclave.objects.store import store_for
+
+    store = store_for(_components(_settings()))
+    latest, total = pending(store)
+    columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"rewrapping to v{latest}", total=total)
+        report = rewrap_all(store, batch_size=batch_size, progress=lambda moved: bar.advance(task, moved))
+    Console().print(
+        f"{report.rewrapped:,} data keys rewrapped to version {report.version}; {report.remaining:,} left"
+    )
+    if report.remaining:
+        raise typer.Exit(1)
+
+
+@keys_app.command("retire")
+def keys_retire(
+    below: Annotated[int, typer.Option(min=2, help="Retire every KEK version older than this one.")],
+) -> None:
+    """Retire old KEK versions; refused while a live data key is still wrapped by one of them."""
+    from enclave.objects.rotation import retire
+    from enclave.objects.store import store_for
+    from infra.errors import EnclaveError
+
+    store = store_for(_components(_settings()))
+    try:
+        retire(store, below)
+    except EnclaveError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    Console().print(
+        f"{store.kek_name} versions below {below} are retired: nothing they wrapped opens any more"
+    )
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from access.audit.actions import Details, register_action
+from access.audit.recording import Actor, record
 from enclave.objects.envelope import Binding
 from enclave.objects.models import DataKey
 from enclave.objects.store import EncryptedStore
@@ -24,6 +26,31 @@ from infra.keys import WrappedKey
 from infra.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class KekRotatedDetails(Details):
+    """A new version of the key-encryption key of stored objects."""
+
+    kek_version: int
+
+
+class KeysRewrappedDetails(Details):
+    """Data keys moved to a KEK version, without touching the objects."""
+
+    kek_version: int
+    rewrapped: int
+    remaining: int
+
+
+class KekRetiredDetails(Details):
+    """KEK versions below ``below`` no longer unwrap anything."""
+
+    below: int
+
+
+KEK_ROTATED = register_action("enclave.kek_rotated", KekRotatedDetails)
+KEYS_REWRAPPED = register_action("enclave.data_keys_rewrapped", KeysRewrappedDetails)
+KEK_RETIRED = register_action("enclave.kek_retired", KekRetiredDetails)
 
 
 class OldKeysStillLive(ReasonedConflict):
@@ -78,9 +105,18 @@ def _unit(store: EncryptedStore) -> Iterator[Session]:
         yield session
 
 
-def rotate(store: EncryptedStore) -> int:
+def rotate(store: EncryptedStore, actor: Actor | None = None) -> int:
     """Add a new version of the key-encryption key; new objects are wrapped by it. Returns it."""
     version = store.keys.rotate(store.kek_name)
+    with _unit(store) as session:
+        record(
+            session,
+            actor or Actor.system(),
+            KEK_ROTATED,
+            target_type="key",
+            target_id=store.kek_name,
+            details=KekRotatedDetails(kek_version=version),
+        )
     log.info("enclave.kek_rotated", kek_version=version)
     return version
 
@@ -93,7 +129,11 @@ def pending(store: EncryptedStore) -> tuple[int, int]:
 
 
 def rewrap_all(
-    store: EncryptedStore, *, batch_size: int = 500, progress: Callable[[int], None] | None = None
+    store: EncryptedStore,
+    *,
+    batch_size: int = 500,
+    progress: Callable[[int], None] | None = None,
+    actor: Actor | None = None,
 ) -> RewrapReport:
     """Rewrap every live data key below the newest KEK version, ``batch_size`` keys per transaction.
 
@@ -137,11 +177,20 @@ def rewrap_all(
             progress(len(rows))
     with _unit(store) as session:
         remaining = _below(session, latest)
+        if moved:
+            record(
+                session,
+                actor or Actor.system(),
+                KEYS_REWRAPPED,
+                target_type="key",
+                target_id=store.kek_name,
+                details=KeysRewrappedDetails(kek_version=latest, rewrapped=moved, remaining=remaining),
+            )
     log.info("enclave.data_keys_rewrapped", kek_version=latest, rewrapped=moved, remaining=remaining)
     return RewrapReport(version=latest, rewrapped=moved, remaining=remaining)
 
 
-def retire(store: EncryptedStore, below: int) -> None:
+def retire(store: EncryptedStore, below: int, actor: Actor | None = None) -> None:
     """Retire KEK versions older than ``below``; refused while a live data key still uses one."""
     with _unit(store) as session:
         left = _below(session, below)
@@ -154,4 +203,13 @@ def retire(store: EncryptedStore, below: int) -> None:
             code="old_keys_live",
         )
     store.keys.retire(store.kek_name, below)
+    with _unit(store) as session:
+        record(
+            session,
+            actor or Actor.system(),
+            KEK_RETIRED,
+            target_type="key",
+            target_id=store.kek_name,
+            details=KekRetiredDetails(below=below),
+        )
     log.info("enclave.kek_retired", below=below)

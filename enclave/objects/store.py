@@ -286,13 +286,13 @@ class EncryptedStore:
 
     # --- crypto-shredding -------------------------------------------------------------------------
 
-    def destroy_object(self, session: Session, ctx: ObjectContext) -> bool:
+    def destroy_object(self, session: Session, ctx: ObjectContext) -> list[str]:
         """Crypto-shred an object: empty its wrapped data key and delete the stored bytes.
 
-        Idempotent: True if a live key was destroyed now, False if there was none (already
-        destroyed, or never stored). The stored bytes are deleted in either case. If the store is
-        unreachable, ``StorageUnavailable`` is raised after the key row was changed: the caller's
-        transaction rolls back and the call can be repeated.
+        Idempotent. Returns the ids of the data keys destroyed by this call (for the erasure proof),
+        empty if there was no live one (already destroyed, or never stored); the stored bytes are
+        deleted in either case. If the store is unreachable, ``StorageUnavailable`` is raised after
+        the key row was changed: the caller's transaction rolls back and the call can be repeated.
         """
         rows = (
             session.execute(
@@ -312,7 +312,7 @@ class EncryptedStore:
         self.storage.delete(ctx.storage_key)
         if rows:
             log.info("enclave.object_destroyed", dataset_id=ctx.dataset_id, version=ctx.version)
-        return bool(rows)
+        return [row.id for row in rows]
 
 
 def store_for(components: Components) -> EncryptedStore:

@@ -273,13 +273,14 @@ def test_destroyed_object_cannot_be_read_even_from_a_backup_and_its_key_is_gone(
     local_store.put_object(db_session, kept, [b"other rows"])
     backup = local_store.storage.get(ctx.storage_key)
 
-    assert local_store.destroy_object(db_session, ctx) is True
+    destroyed = local_store.destroy_object(db_session, ctx)
 
     with pytest.raises(ObjectDestroyed, match="destroyed") as caught:
         local_store.read_object(db_session, ctx)
     assert caught.value.extra == {"reason": "destroyed"}
     assert not local_store.storage.exists(ctx.storage_key)
     row = db_session.execute(select(DataKey).where(DataKey.storage_key == ctx.storage_key)).scalar_one()
+    assert destroyed == [row.id]
     assert row.wrapped_key == ""
     assert row.kek_version is None
     assert row.destroyed_at is not None
@@ -288,7 +289,7 @@ def test_destroyed_object_cannot_be_read_even_from_a_backup_and_its_key_is_gone(
     with pytest.raises(ObjectDestroyed):
         local_store.read_object(db_session, ctx)
     # Idempotent: a second call changes nothing and removes the restored copy too.
-    assert local_store.destroy_object(db_session, ctx) is False
+    assert local_store.destroy_object(db_session, ctx) == []
     assert not local_store.storage.exists(ctx.storage_key)
     assert local_store.read_object(db_session, kept) == b"other rows"
 
