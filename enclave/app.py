@@ -26,6 +26,7 @@ from consent.requests.router import router as consent_requests_router
 from consent.rosters.router import router as consent_rosters_router
 from consent.router import router as consent_rules_router
 from enclave.components import Components, build_components
+from enclave.datasets.router import router as datasets_router
 from enclave.routes import docs_static, system_router
 from infra.errors import EnclaveError
 from infra.logging import configure_logging, get_logger, request_id_var
@@ -202,5 +203,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(consent_campaigns_router)
     app.include_router(family_pages_router)
     app.include_router(steward_console_router)
+    app.include_router(datasets_router)
     templates.env.globals.setdefault("settings_public_url", settings.public_url)
     return app

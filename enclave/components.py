@@ -29,6 +29,7 @@ MODEL_MODULES = [
     "consent.requests.models",
     "consent.invitations.models",
     "enclave.objects.models",
+    "enclave.datasets.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 
@@ -39,6 +40,7 @@ TASK_MODULES = [
     "access.audit.tasks",
     "access.projects.tasks",
     "consent.decisions.tasks",
+    "enclave.datasets.tasks",
 ]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 

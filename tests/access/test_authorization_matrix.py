@@ -123,6 +123,10 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/api/consent/reconsent"): frozenset({Role.data_steward, Role.dpo}),
     ("GET", "/api/consent/rule-impacts/{rule_id}"): DPO,
     ("GET", "/api/consent/withdrawals"): DPO,
+    # the catalog (metadata and schemas for every signed-in role; counts only for stewards and the DPO)
+    ("POST", "/api/datasets"): frozenset({Role.data_steward, Role.dpo}),
+    ("GET", "/api/datasets"): SIGNED_IN,
+    ("GET", "/api/datasets/{dataset_id}"): SIGNED_IN,
     # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
     ("GET", "/api/consent/forms"): SIGNED_IN,
     ("POST", "/api/consent/forms"): DPO,

@@ -4,7 +4,6 @@ handed once to every registered consumer, retried by the sweep, listed for the D
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -48,17 +47,15 @@ class Recorder:
 
 
 @pytest.fixture
-def register() -> Iterator[object]:
-    names: list[str] = []
+def register(monkeypatch) -> object:
+    """Register test consumers only: the product's own (the enclave's erasure) are set aside."""
+    monkeypatch.setattr(withdrawals, "_CONSUMERS", {})
 
     def add(consumer: Recorder) -> Recorder:
         withdrawals.register_consumer(consumer)
-        names.append(consumer.name)
         return consumer
 
-    yield add
-    for name in names:
-        withdrawals.unregister_consumer(name)
+    return add
 
 
 @pytest.fixture
@@ -259,7 +256,7 @@ def test_a_consumer_that_keeps_failing_stays_pending_and_its_work_is_undone(
     assert withdrawals.unhandled(db_session) == [event.id]
 
 
-def test_without_consumers_nothing_is_pending(family, session_factory):
+def test_without_consumers_nothing_is_pending(family, register, session_factory):
     family.decide({"questionnaires": "granted"})
     family.decide({"questionnaires": "withdrawn"})
     (event,) = family.withdrawals()

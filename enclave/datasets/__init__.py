@@ -1,0 +1,1 @@
+"""Datasets and their catalog: declared schemas, immutable versions, purposes and retention."""

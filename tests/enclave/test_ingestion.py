@@ -1,0 +1,152 @@
+"""Ingestion: validated, consent-filtered, pseudonymised and encrypted; bad uploads store nothing."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from sqlalchemy import select
+
+from consent.decisions import pseudonyms
+from enclave.datasets.ingestion import UploadRejected, ingest, load_version
+from enclave.datasets.models import DatasetVersion
+from infra.errors import EnclaveError
+
+DATASET = "questionnaire-wave1"
+
+
+def run(db_session, world, data: bytes, fmt: str = "csv"):
+    return ingest(
+        db_session,
+        world["steward"],
+        world["store"],
+        world["protector"],
+        dataset_id=DATASET,
+        data=data,
+        fmt=fmt,
+    )
+
+
+def test_only_consenting_subjects_are_stored_under_pseudonyms(db_session, world):
+    upload: pl.DataFrame = world["upload"]
+    report = run(db_session, world, upload.write_csv().encode())
+    assert report.rows_in == upload.height
+    assert report.rows_stored == len(world["granted"])
+    assert report.excluded_without_consent == upload.height - len(world["granted"])
+    frame = load_version(db_session, world["store"], DATASET)
+    assert frame.columns == ["pseudonym", "gender", "stage", "engagement", "special_needs"]
+    expected = pseudonyms.pseudonymise(db_session, world["store"].keys, "letscare-main", world["granted"])
+    assert set(frame["pseudonym"]) == set(expected.values())
+    assert frame["special_needs"].dtype == pl.Boolean
+    version = db_session.execute(select(DatasetVersion)).scalar_one()
+    assert version.rows == report.rows_stored
+
+
+def test_the_stored_object_holds_no_readable_reference_or_value(db_session, world):
+    upload: pl.DataFrame = world["upload"]
+    run(db_session, world, upload.write_csv().encode())
+    storage = world["components"].storage
+    [key] = [info.key for info in storage.list("")]
+    raw = storage.get(key)
+    assert upload["student_ref"][0].encode() not in raw
+    assert b"engagement" not in raw, "not even the column names are readable"
+
+
+def test_parquet_uploads_work_too(db_session, world):
+    import io
+
+    buffer = io.BytesIO()
+    world["upload"].write_parquet(buffer)
+    assert run(db_session, world, buffer.getvalue(), "parquet").rows_stored == len(world["granted"])
+
+
+def broken(world, edit) -> bytes:
+    frame: pl.DataFrame = world["upload"].with_columns(pl.all().cast(pl.String))
+    return edit(frame).write_csv().encode()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("robot")).otherwise("gender").alias("gender")
+            ),
+            2,
+            "gender",
+            "categories",
+        ),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 1)
+                .then(pl.lit("9"))
+                .otherwise("engagement")
+                .alias("engagement")
+            ),
+            3,
+            "engagement",
+            "outside [1, 5]",
+        ),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 1)
+                .then(pl.lit("high"))
+                .otherwise("engagement")
+                .alias("engagement")
+            ),
+            3,
+            "engagement",
+            "not a number",
+        ),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("2.5")).otherwise("stage").alias("stage")
+            ),
+            2,
+            "stage",
+            "whole number",
+        ),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 2)
+                .then(pl.lit(""))
+                .otherwise("student_ref")
+                .alias("student_ref")
+            ),
+            4,
+            "student_ref",
+            "missing subject id",
+        ),
+        (lambda f: pl.concat([f, f.head(1)]), None, "student_ref", "appears twice"),
+        (lambda f: f.with_columns(pl.lit("x").alias("name")), 1, "name", "not declared"),
+        (lambda f: f.drop("engagement"), 1, "engagement", "missing column"),
+        (
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0)
+                .then(pl.lit("P9999999"))
+                .otherwise("student_ref")
+                .alias("student_ref")
+            ),
+            2,
+            "student_ref",
+            "not on the roster",
+        ),
+    ],
+)
+def test_a_bad_upload_is_refused_whole_with_each_problem_located(db_session, world, case):
+    edit, row, column, reason = case
+    with pytest.raises(UploadRejected) as rejected:
+        run(db_session, world, broken(world, edit))
+    problems = rejected.value.errors
+    assert any(
+        p.column == column and reason in p.reason and (row is None or p.row == row) for p in problems
+    ), problems
+    assert rejected.value.status_code == 422
+    assert db_session.execute(select(DatasetVersion)).first() is None
+    assert list(world["components"].storage.list("")) == [], "nothing stored"
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_a_reason(db_session, world):
+    with pytest.raises(EnclaveError) as refused:
+        run(db_session, world, "student_ref;school\nP1;É".encode("latin-1"))
+    assert refused.value.status_code == 422
+    assert "UTF-8" in refused.value.detail
