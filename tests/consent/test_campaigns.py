@@ -3,6 +3,7 @@ PDF kept a week, reminders that replace earlier links, re-consent invitations.""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, date, datetime, timedelta
 
@@ -343,3 +344,17 @@ def test_invitation_email_is_written_in_the_invitees_language(language, subject,
     assert "ABCDE-FGHJK" in mail.text
     assert "ES-SEV-003" in mail.text
     assert "2027" in mail.text
+
+
+def test_hourly_job_deletes_letters_files_older_than_seven_days(db_session, components, protector, send):
+    from consent.invitations.tasks import purge_letters
+
+    child = pupil(db_session, protector, 10)
+    make_guardian(db_session, protector, [child]).delivery = Delivery.school.value
+    sent = send()
+    key = sending.letters_object_key(sent.campaign.id)
+    assert purge_letters() == {"deleted": 0}
+    week_ago = (datetime.now(UTC) - timedelta(days=7, minutes=5)).timestamp()
+    os.utime(components.storage.root / key, (week_ago, week_ago))
+    assert purge_letters() == {"deleted": 1}
+    assert not components.storage.exists(key)
