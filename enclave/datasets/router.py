@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile, status
+from pydantic import BaseModel
 
-from access.dependencies import CurrentPrincipal, StewardOrDpoDep
-from enclave.datasets import service
+from access.dependencies import CurrentPrincipal, StewardDep, StewardOrDpoDep
+from consent.dependencies import IdentityDep
+from enclave.datasets import ingestion, service
 from enclave.datasets.schemas import DatasetCreate, DatasetRead
+from enclave.objects.store import EncryptedStore
+from infra.errors import PayloadTooLarge
 from infra.web.deps import SessionDep
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
@@ -45,3 +49,48 @@ def catalog(principal: CurrentPrincipal, session: SessionDep) -> list[DatasetRea
 def get_dataset(dataset_id: DatasetPath, principal: CurrentPrincipal, session: SessionDep) -> DatasetRead:
     """One dataset's metadata and schema."""
     return service.get_dataset(session, principal, dataset_id)
+
+
+class IngestAnswer(BaseModel):
+    """What an upload did: counts are for the steward (and the ledger), never for researchers."""
+
+    dataset_id: str
+    version: int
+    rows_in: int
+    rows_stored: int
+    excluded_without_consent: int
+
+
+@router.post(
+    "/{dataset_id}/versions",
+    response_model=IngestAnswer,
+    status_code=status.HTTP_201_CREATED,
+    responses={**PROBLEMS, 413: {"description": "The file is too large for an upload over HTTP."}},
+)
+def upload_version(
+    *,
+    dataset_id: DatasetPath,
+    request: Request,
+    principal: StewardDep,
+    session: SessionDep,
+    protector: IdentityDep,
+    file: Annotated[UploadFile, File(description="CSV (UTF-8) or Parquet with the declared columns.")],
+    fmt: Annotated[str, Query(alias="format", pattern="^(csv|parquet)$")] = "csv",
+) -> IngestAnswer:
+    """Upload a new version: validated, consent-filtered, pseudonymised, encrypted and published at once.
+
+    Any bad row refuses the whole file (422, every problem with its row and column).
+    """
+    data = file.file.read(ingestion.MAX_UPLOAD + 1)
+    if len(data) > ingestion.MAX_UPLOAD:
+        raise PayloadTooLarge("the file is too large for an upload over HTTP: use the command line")
+    components = request.app.state.components
+    store = EncryptedStore(None, components.keys, components.storage)
+    report = ingestion.ingest(session, principal, store, protector, dataset_id=dataset_id, data=data, fmt=fmt)
+    return IngestAnswer(
+        dataset_id=report.dataset_id,
+        version=report.version,
+        rows_in=report.rows_in,
+        rows_stored=report.rows_stored,
+        excluded_without_consent=report.excluded_without_consent,
+    )

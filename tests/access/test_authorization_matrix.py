@@ -127,6 +127,7 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/datasets"): frozenset({Role.data_steward, Role.dpo}),
     ("GET", "/api/datasets"): SIGNED_IN,
     ("GET", "/api/datasets/{dataset_id}"): SIGNED_IN,
+    ("POST", "/api/datasets/{dataset_id}/versions"): frozenset({Role.data_steward}),
     # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
     ("GET", "/api/consent/forms"): SIGNED_IN,
     ("POST", "/api/consent/forms"): DPO,

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 from sqlalchemy import select
 
+from access.audit.actions import Role
 from consent.decisions import pseudonyms
 from enclave.datasets.ingestion import UploadRejected, ingest, load_version
 from enclave.datasets.models import DatasetVersion
@@ -150,3 +151,30 @@ def test_a_file_that_is_not_utf8_is_refused_with_a_reason(db_session, world):
         run(db_session, world, "student_ref;school\nP1;É".encode("latin-1"))
     assert refused.value.status_code == 422
     assert "UTF-8" in refused.value.detail
+
+
+def test_a_steward_uploads_a_version_over_http_and_a_bad_file_is_refused_with_its_rows(
+    client, db_session, world, staff_factory
+):
+    from tests.support.auth import auth_headers
+
+    steward = auth_headers(client, staff_factory(roles=[Role.data_steward], country="ES"))
+    good = world["upload"].write_csv().encode()
+    answer = client.post(
+        f"/api/datasets/{DATASET}/versions", files={"file": ("wave1.csv", good, "text/csv")}, headers=steward
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["rows_stored"] == len(world["granted"])
+    bad = good.replace(b",female,", b",robot,", 1)
+    refused = client.post(
+        f"/api/datasets/{DATASET}/versions", files={"file": ("wave1.csv", bad, "text/csv")}, headers=steward
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["column"] == "gender"
+    dpo = auth_headers(client, staff_factory(roles=[Role.dpo]))
+    assert (
+        client.post(
+            f"/api/datasets/{DATASET}/versions", files={"file": ("wave1.csv", good, "text/csv")}, headers=dpo
+        ).status_code
+        == 403
+    )
