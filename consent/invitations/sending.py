@@ -20,6 +20,7 @@ holds keyed hashes). So both channels are produced in the same request:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from access.audit.actions import Details, Identifier, register_action
@@ -53,6 +54,9 @@ log = get_logger(__name__)
 LETTERS_KEY: Final = "invitation-letters"
 LETTERS_PREFIX: Final = "consent-letters/"
 LETTERS_KEPT: Final = timedelta(days=7)
+RESEND_GUARD: Final = timedelta(minutes=2)
+"""A second campaign of the same kind for a school this soon is a double submit: it is refused,
+because it would silently replace the links just sent."""
 _MAGIC: Final = b"LCLETTERS1\n"
 
 
@@ -124,6 +128,32 @@ def _school_known(session: Session, country: str, school: str) -> bool:
     return student is not None or teacher is not None
 
 
+def _refuse_double_submit(
+    session: Session, country: str, school: str, reason: InvitationReason, moment: datetime
+) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until the transaction ends: two submits of the same school run one after the other,
+        # and the second sees the first's campaign.
+        key = int.from_bytes(
+            hashlib.sha256(f"campaign:{country}/{school}".encode()).digest()[:8], "big", signed=True
+        )
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    recent = session.execute(
+        select(Campaign.id).where(
+            Campaign.country_code == country,
+            Campaign.school_code == school,
+            Campaign.reason == reason.value,
+            Campaign.created_at > moment - RESEND_GUARD,
+        )
+    ).first()
+    if recent is not None:
+        raise ReasonedConflict(
+            f"a {reason.value} campaign for {school} was sent less than {RESEND_GUARD.seconds // 60} minutes "
+            "ago; sending again now would replace the links just sent",
+            code="campaign_just_sent",
+        )
+
+
 def send_campaign(
     session: Session,
     principal: Principal,
@@ -139,7 +169,8 @@ def send_campaign(
     """Start a campaign for one of the steward's schools, queue its emails and store its letters.
 
     Stewards only (the country is the steward's own). Refused when the school is outside the
-    steward's scope (403), not on the roster (422) or when nobody has anything to decide (409);
+    steward's scope (403), not on the roster (422), when nobody has anything to decide (409) or
+    when the same kind of campaign was sent for the school minutes ago (409, a double submit);
     a refused campaign leaves nothing behind.
     """
     country = principal.country
@@ -153,6 +184,7 @@ def send_campaign(
             "school", f"no student or teacher of {school} is on the roster", code="unknown_school"
         )
     purge_expired_letters(storage, now=now)
+    _refuse_double_submit(session, country, school, reason, now or datetime.now(UTC))
     with session.begin_nested():
         result = start_campaign(
             session, principal, keys, country=country, school=school, reason=reason, now=now

@@ -137,3 +137,14 @@ def test_reminder_replaces_every_unopened_link_of_the_first_campaign(client, ste
     assert first["replaced"] == 3  # nobody opened the first links: the reminder replaced them all
     unknown = client.get(f"{CAMPAIGNS}/00000000-0000-0000-0000-000000000000/letters.pdf", headers=headers)
     assert unknown.status_code == 404
+
+
+def test_a_double_submitted_campaign_is_sent_once(client, steward):
+    first = client.post(CAMPAIGNS, json={"school": SCHOOL}, headers=steward)
+    again = client.post(CAMPAIGNS, json={"school": SCHOOL}, headers=steward)
+    assert first.status_code == 201
+    assert again.status_code == 409
+    assert again.json()["reason"] == "campaign_just_sent"
+    listed = client.get(CAMPAIGNS, headers=steward).json()
+    assert [c["id"] for c in listed] == [first.json()["id"]]
+    assert listed[0]["replaced"] == 0
