@@ -38,7 +38,15 @@ templates.add_folder(Path(__file__).parent / "templates")
 PREFIX = "/staff/steward"
 router = APIRouter(prefix=PREFIX, tags=["steward console"], include_in_schema=False)
 
-StewardPage = Annotated[StaffPage, Depends(staff_page(Role.data_steward))]
+
+def _english(page: Annotated[StaffPage, Depends(staff_page(Role.data_steward))]) -> StaffPage:
+    # The console's own words are English only: the whole page, its lang attribute included, is
+    # English whatever language the browser prefers, so screen readers pronounce it correctly.
+    page.request.state.language = "en"
+    return page
+
+
+StewardPage = Annotated[StaffPage, Depends(_english)]
 
 EXPIRED_FORM = "The form has expired. Please reload the page and try again."
 IMPORTERS = {
@@ -51,6 +59,11 @@ REASONS = {
     InvitationReason.reminder: "Reminder: the undecided again (new links replace the old ones)",
     InvitationReason.reconsent: "Re-consent: students marked to decide again",
 }
+
+
+def _render(page: StaffPage, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    # No language switch: there is nothing to switch to on these pages.
+    return page.render(name, {"languages": [], **context}, status=status)
 
 
 def _allowed(page: StaffPage) -> Principal | None:
@@ -70,7 +83,7 @@ def home(page: StewardPage, session: SessionDep) -> Response:
     principal = _allowed(page)
     if principal is None:
         return page.refuse()
-    return page.render("steward_home.html", {"schools": _schools(session, principal), "scope": principal})
+    return _render(page, "steward_home.html", {"schools": _schools(session, principal), "scope": principal})
 
 
 # --- rosters -------------------------------------------------------------------------------------
@@ -79,7 +92,7 @@ def home(page: StewardPage, session: SessionDep) -> Response:
 def _rosters_page(page: StaffPage, status: int = 200, **context: Any) -> Response:
     values: dict[str, Any] = {"kinds": list(RosterKind), "kind": RosterKind.students.value, "max_mib": 20}
     values.update(context)
-    return page.render("steward_rosters.html", values, status=status)
+    return _render(page, "steward_rosters.html", values, status=status)
 
 
 @router.get("/rosters", response_class=HTMLResponse)
@@ -158,7 +171,7 @@ def _campaigns_page(
         "form": {"school": "", "reason": InvitationReason.invitation.value},
     }
     values.update(extra)
-    return page.render("steward_campaigns.html", values, status=status)
+    return _render(page, "steward_campaigns.html", values, status=status)
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
@@ -220,9 +233,9 @@ def campaign_page(campaign_id: str, page: StewardPage, session: SessionDep, sent
     try:
         campaign = campaigns.get_campaign(session, principal, campaign_id[:36])
     except EnclaveError as exc:
-        return page.render("error.html", {"title": "Campaign not found", "detail": exc.detail}, 404)
+        return _render(page, "error.html", {"title": "Campaign not found", "detail": exc.detail}, 404)
     counts = campaign_read(campaigns.counts_for(session, [campaign])[0])
-    return page.render("steward_campaign.html", {"campaign": counts, "just_sent": bool(sent)})
+    return _render(page, "steward_campaign.html", {"campaign": counts, "just_sent": bool(sent)})
 
 
 @router.get("/campaigns/{campaign_id}/letters.pdf")
@@ -245,7 +258,7 @@ def letters_pdf(campaign_id: str, page: StewardPage, session: SessionDep) -> Res
         )
     except EnclaveError as exc:
         title = "Letters not available"
-        return page.render("error.html", {"title": title, "detail": exc.detail}, exc.status_code)
+        return _render(page, "error.html", {"title": title, "detail": exc.detail}, exc.status_code)
     return Response(
         pdf,
         media_type="application/pdf",
@@ -273,7 +286,7 @@ def dashboard_page(page: StewardPage, session: SessionDep, school: str = "") -> 
         chosen = schools[0]
     if chosen is None and school:
         context["error"] = f"{school[:32]} is not one of your schools."
-        return page.render("steward_dashboard.html", context, status=404)
+        return _render(page, "steward_dashboard.html", context, status=404)
     if chosen is not None:
         context["school"] = chosen[1]
         context["board"] = dashboard.school_dashboard(session, principal, *chosen)
@@ -286,4 +299,4 @@ def dashboard_page(page: StewardPage, session: SessionDep, school: str = "") -> 
             "bar_height": dashboard.BAR_HEIGHT,
             "bar_width": dashboard.BAR_WIDTH,
         }
-    return page.render("steward_dashboard.html", context)
+    return _render(page, "steward_dashboard.html", context)
