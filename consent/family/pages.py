@@ -266,6 +266,25 @@ def _segments(form: ConsentForm, audience: Audience) -> tuple[list[tuple[str, An
     return parts, ordered
 
 
+_LEADING_H1 = re.compile(r"\A\s*<h1>(.*?)</h1>\n?", re.DOTALL)
+
+
+def _title_first(parts: list[tuple[str, Any]]) -> tuple[Markup | None, list[tuple[str, Any]]]:
+    """The text's own title (its leading level-1 heading) becomes the page's one h1."""
+    if parts and parts[0][0] == "text":
+        match = _LEADING_H1.match(str(parts[0][1]))
+        if match:
+            rest = str(parts[0][1])[match.end() :]
+            return Markup(match.group(1)), [("text", Markup(rest)), *parts[1:]]  # noqa: S704
+    return None, parts
+
+
+def demoted(html: str) -> Markup:
+    """A form text shown inside a page: its headings two levels down, so the page keeps one h1."""
+    shifted = re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(int(m[2]) + 2, 6)}>", html)
+    return Markup(shifted)  # noqa: S704
+
+
 def _decide_context(
     page: FamilyPage,
     view: SubjectView,
@@ -278,10 +297,12 @@ def _decide_context(
 ) -> dict[str, Any]:
     assert page.family is not None
     parts, questions = _segments(form, page.family.audience)
+    title, parts = _title_first(parts)
     languages = service.form_languages(page.session, view.country)
     return {
         "view": view,
         "form": form,
+        "title": title,
         "parts": parts,
         "questions": questions,
         "text_sha256": service.text_sha256(form, page.family),
@@ -516,7 +537,7 @@ def receipt(page: Page, event_id: str, print: str | None = None, done: str | Non
         {
             "event": found,
             "view": found.view,
-            "text_html": Markup(text.rendered_html),  # noqa: S704
+            "text_html": demoted(text.rendered_html),
             "printable": print == "1",
             "withdrawn": done == "withdrawn",
         },
