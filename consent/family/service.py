@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -141,6 +141,9 @@ class SubjectView:
     blocked_reason: str | None = None
     """Why they cannot decide: ``decides_alone``, ``too_young`` or ``no_rule``."""
     regime: ages.Regime | None = None
+    waiting: frozenset[str] = frozenset()
+    """Purposes this person said Yes to that still wait for another answer (the child's, the other
+    parent's, or the student's own in the joint band), so the status is still pending."""
     student: Student | None = field(default=None, repr=False)
     teacher: Teacher | None = field(default=None, repr=False)
 
@@ -216,11 +219,23 @@ def subjects(session: Session, family: Family, *, now: datetime | None = None) -
     """The children of a guardian, or the student or teacher themselves."""
     moment = now or datetime.now(UTC)
     if family.guardian is not None:
-        return [_student_view(session, family, s, moment) for s in _children(session, family.guardian)]
-    if family.student is not None:
-        return [_student_view(session, family, family.student, moment)]
-    assert family.teacher is not None
-    return [_teacher_view(session, family.teacher, moment)]
+        views = [_student_view(session, family, s, moment) for s in _children(session, family.guardian)]
+    elif family.student is not None:
+        views = [_student_view(session, family, family.student, moment)]
+    else:
+        assert family.teacher is not None
+        views = [_teacher_view(session, family.teacher, moment)]
+    return [_with_waiting(session, family, view) for view in views]
+
+
+def _with_waiting(session: Session, family: Family, view: SubjectView) -> SubjectView:
+    own = latest_by_purpose(own_decisions(session, family, view))
+    waiting = frozenset(
+        purpose
+        for purpose, status in view.statuses.items()
+        if status is Status.pending and purpose in own and own[purpose].choice == Choice.granted.value
+    )
+    return replace(view, waiting=waiting)
 
 
 def subject(session: Session, family: Family, subject_id: str, *, now: datetime | None = None) -> SubjectView:
