@@ -197,7 +197,9 @@ async def enter_code(request: Request, session: SessionDep) -> Response:
     try:
         opened = invitations.enter_code(session, _keys(request), code, client=client)
     except CodeAttemptsExceeded:
-        return page.render("family_code.html", {"error": "too_many"}, status=429)
+        limited = page.render("family_code.html", {"error": "too_many"}, status=429)
+        limited.headers["Retry-After"] = str(int(invitations.CODE_WINDOW.total_seconds()))
+        return limited
     except LinkNotUsable as exc:
         if exc.reason == "unknown":
             return page.render("family_code.html", {"error": "unknown"}, status=410)

@@ -189,6 +189,7 @@ def test_guessed_codes_hit_the_rate_limit_and_then_even_the_right_code_must_wait
         assert 'aria-invalid="true"' in wrong.text
     limited = client.post("/code?lang=en", data={"code": issued.code})
     assert limited.status_code == 429
+    assert limited.headers["retry-after"] == str(int(invitations.CODE_WINDOW.total_seconds()))
     assert "wait 15 minutes" in limited.text
     assert client.get("/family").status_code == 401
 
@@ -320,6 +321,23 @@ def test_a_guardians_session_cannot_act_on_another_familys_child(client, world, 
     )
     assert client.get("/family/decide/not-a-subject").status_code == 404
     assert decisions(db_session) == 0
+
+
+def test_a_students_session_acts_only_on_themselves(client, world, db_session):
+    open_as(client, world, world.teen, InviteeKind.student)
+    home = client.get("/family?lang=en")
+    assert home.text.count("/family/decide/") == 1
+    assert client.get(f"/family/decide/{world.child.subject_id}").status_code == 404
+    assert client.get(f"/family/request/{world.teen.subject_id}").status_code == 200
+    assert client.get(f"/family/request/{world.child.subject_id}").status_code == 404
+    assert decisions(db_session) == 0
+
+
+def test_over_https_the_session_cookie_is_secure(client, world):
+    issued = world.invite(world.guardian)
+    answer = client.get(f"https://testserver/f/{issued.token}", follow_redirects=False)
+    assert answer.status_code == 303
+    assert "secure" in answer.headers["set-cookie"].lower()
 
 
 def test_another_familys_receipt_is_not_found(client, world, db_session):
