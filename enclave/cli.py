@@ -500,6 +500,8 @@ def keys_rewrap(
     Console().print(
         f"{report.rewrapped:,} data keys rewrapped to version {report.version}; {report.remaining:,} left"
     )
+    if report.failed:
+        console.print(f"[red]{report.failed:,} wrapped data keys did not open and were left as they are[/]")
     if report.remaining:
         raise typer.Exit(1)
 

@@ -12,10 +12,14 @@ Layout (all integers big-endian)::
     segment  = AES-256-GCM(key, nonce_i, plaintext_i, ad_i) = ciphertext_i || tag (16 bytes)
     object   = header || segment_0 || segment_1 || ... || segment_n
 
-* Every segment but the last holds exactly ``S`` plaintext bytes (``S + 16`` stored bytes); the last
-  holds 0 to ``S`` bytes (an empty object is one empty last segment). A reader therefore knows a
-  segment is the last one only because nothing follows it, and the flag in the nonce and associated
-  data must agree.
+* ``S`` (default 1 MiB) is the stored size of a full segment, tag included, and the header counts
+  towards the first one: segment 0 takes ``S - 16`` stored bytes (``S - 32`` of plaintext), every
+  later segment ``S`` stored bytes (``S - 16`` of plaintext), so segment boundaries fall on multiples
+  of ``S`` in the object and 1 MiB reads of the store hand over whole segments without copying.
+* Every segment but the last is full; the last holds from 0 bytes up to a full segment of
+  plaintext (an empty object is one empty last segment). A reader therefore knows a segment is the
+  last one only because nothing follows it, and the flag in the nonce and associated data must
+  agree.
 * ``nonce_i = nonce prefix (7) | i as 4 bytes | is-last flag (1 byte: 0x00 or 0x01)``; the prefix is
   random per object and the key is fresh per object, so no (key, nonce) pair is ever reused.
 * ``ad_i = header (16) | binding | i as 8 bytes | is-last flag (1 byte)``, where ``binding`` is
@@ -49,6 +53,7 @@ HEADER_BYTES = 16
 PREFIX_BYTES = 7
 TAG_BYTES = 16
 DEFAULT_SEGMENT_SIZE = 1024 * 1024
+MIN_SEGMENT_SIZE = 64
 MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 MAX_SEGMENTS = 2**32
 KEY_BYTES = 32
@@ -105,11 +110,18 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 
 
 class _Pieces:
-    """Incoming chunks, handed out in exact sizes with at most one copy (none when a chunk holds it)."""
+    """Incoming chunks handed out in exact sizes without allocating per segment.
+
+    A piece that lies within one chunk is a view of it; one that spans chunks is copied into a
+    scratch buffer reused for every segment. Allocating a fresh megabyte per segment makes the
+    allocator give memory back to the system and fault it in again, which costs more than the
+    cipher. A returned view is valid until the next ``take``.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._pending: deque[memoryview] = deque()
+        self._scratch = bytearray()
         self.available = 0
         self.ended = False
 
@@ -125,8 +137,8 @@ class _Pieces:
                 self._pending.append(memoryview(chunk))
                 self.available += len(chunk)
 
-    def take(self, size: int) -> bytes | memoryview:
-        """The next ``size`` bytes (the caller checked they are held)."""
+    def take(self, size: int) -> memoryview:
+        """A view of the next ``size`` bytes (the caller checked they are held)."""
         self.available -= size
         first = self._pending[0]
         if len(first) >= size:
@@ -135,15 +147,23 @@ class _Pieces:
             else:
                 self._pending[0] = first[size:]
             return first[:size]
-        parts = []
-        while size:
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        scratch = memoryview(self._scratch)
+        filled = 0
+        while filled < size:
             piece = self._pending.popleft()
-            if len(piece) > size:
-                self._pending.appendleft(piece[size:])
-                piece = piece[:size]
-            parts.append(piece)
-            size -= len(piece)
-        return b"".join(parts)
+            if len(piece) > size - filled:
+                self._pending.appendleft(piece[size - filled :])
+                piece = piece[: size - filled]
+            scratch[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return scratch[:size]
+
+
+def plaintext_per_segment(segment_size: int, index: int) -> int:
+    """Plaintext bytes in a full segment ``index`` (the header takes room in the first one)."""
+    return segment_size - TAG_BYTES - (HEADER_BYTES if index == 0 else 0)
 
 
 def encrypt_stream(
@@ -153,8 +173,8 @@ def encrypt_stream(
 
     Holds at most one segment plus one incoming chunk in memory.
     """
-    if not 16 <= segment_size <= MAX_SEGMENT_SIZE:
-        raise ValueError(f"segment size must be between 16 bytes and {MAX_SEGMENT_SIZE}")
+    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+        raise ValueError(f"segment size must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes")
     prefix = os.urandom(PREFIX_BYTES)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, segment_size, prefix)
     ad_head = header + binding.encode()
@@ -163,14 +183,16 @@ def encrypt_stream(
     pieces = _Pieces(chunks)
     index = 0
     while True:
-        # More than one segment held: the first one is certainly not the last.
-        pieces.fill(segment_size)
-        if pieces.available > segment_size:
-            plain = pieces.take(segment_size)
-            yield aead.encrypt(_nonce(prefix, index, False), plain, ad_head + _AD_TAIL.pack(index, False))
+        full = plaintext_per_segment(segment_size, index)
+        # More than a full segment held: this one is certainly not the last.
+        pieces.fill(full)
+        if pieces.available > full:
+            yield aead.encrypt(
+                _nonce(prefix, index, False), pieces.take(full), ad_head + _AD_TAIL.pack(index, False)
+            )
             index += 1
             continue
-        plain = pieces.take(pieces.available) if pieces.available else b""
+        plain = pieces.take(pieces.available) if pieces.available else memoryview(b"")
         yield aead.encrypt(_nonce(prefix, index, True), plain, ad_head + _AD_TAIL.pack(index, True))
         return
 
@@ -184,7 +206,7 @@ def parse_header(header: bytes) -> tuple[int, bytes]:
         raise ObjectIntegrityError("stored object is not an encrypted enclave object")
     if version != FORMAT_VERSION:
         raise ObjectIntegrityError(f"stored object has unknown format version {version}")
-    if not 16 <= segment_size <= MAX_SEGMENT_SIZE:
+    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
         raise ObjectIntegrityError("stored object has an invalid segment size")
     return segment_size, prefix
 
@@ -202,13 +224,13 @@ def decrypt_stream(key: bytes, binding: Binding, stored: Iterable[bytes]) -> Ite
         raise ObjectIntegrityError("stored object is shorter than its header")
     header = bytes(pieces.take(HEADER_BYTES))
     segment_size, prefix = parse_header(header)
-    stored_size = segment_size + TAG_BYTES
     ad_head = header + binding.encode()
     index = 0
     while True:
-        pieces.fill(stored_size)
-        if pieces.available > stored_size:
-            yield _open(aead, pieces.take(stored_size), prefix, ad_head, index, last=False)
+        full = segment_size - (HEADER_BYTES if index == 0 else 0)
+        pieces.fill(full)
+        if pieces.available > full:
+            yield _open(aead, pieces.take(full), prefix, ad_head, index, last=False)
             index += 1
             continue
         if pieces.available < TAG_BYTES:
@@ -218,7 +240,7 @@ def decrypt_stream(key: bytes, binding: Binding, stored: Iterable[bytes]) -> Ite
 
 
 def _open(
-    aead: AESGCM, sealed: bytes | memoryview, prefix: bytes, ad_head: bytes, index: int, *, last: bool
+    aead: AESGCM, sealed: memoryview, prefix: bytes, ad_head: bytes, index: int, *, last: bool
 ) -> bytes:
     try:
         return aead.decrypt(_nonce(prefix, index, last), sealed, ad_head + _AD_TAIL.pack(index, last))
@@ -232,5 +254,19 @@ def _open(
 
 def stored_size(plaintext_size: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     """How many bytes an object of ``plaintext_size`` bytes takes once encrypted."""
-    segments = max(1, -(-plaintext_size // segment_size))
+    first = plaintext_per_segment(segment_size, 0)
+    later = plaintext_per_segment(segment_size, 1)
+    segments = 1 + max(0, -(-(plaintext_size - first) // later))
     return HEADER_BYTES + plaintext_size + segments * TAG_BYTES
+
+
+def segment_bounds(stored_length: int, segment_size: int) -> list[tuple[int, int]]:
+    """(start, end) of every sealed segment in a stored object of ``stored_length`` bytes."""
+    bounds = []
+    start = HEADER_BYTES
+    end = segment_size
+    while end < stored_length:
+        bounds.append((start, end))
+        start, end = end, end + segment_size
+    bounds.append((start, stored_length))
+    return bounds

@@ -22,7 +22,7 @@ from enclave.objects.envelope import Binding
 from enclave.objects.models import DataKey
 from enclave.objects.store import EncryptedStore
 from infra.errors import ReasonedConflict
-from infra.keys import WrappedKey
+from infra.keys import UnwrapFailed, WrappedKey
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,11 +62,12 @@ class OldKeysStillLive(ReasonedConflict):
 
 @dataclass(frozen=True)
 class RewrapReport:
-    """What a rewrap did: the target version, how many keys it moved, how many were already there."""
+    """What a rewrap did: the target version, keys moved, keys that did not open, keys still below it."""
 
     version: int
     rewrapped: int
     remaining: int
+    failed: int = 0
 
 
 def version_counts(session: Session) -> dict[int, int]:
@@ -137,13 +138,15 @@ def rewrap_all(
 ) -> RewrapReport:
     """Rewrap every live data key below the newest KEK version, ``batch_size`` keys per transaction.
 
-    ``progress`` is called with the number of keys moved by each batch. Rows locked by another
-    rewrap are skipped (and picked up by a later run), so two runs at once do not collide.
+    ``progress`` is called with the number of keys handled by each batch. Rows locked by another
+    rewrap are skipped (and picked up by a later run), so two runs at once do not collide. A wrapped
+    key that does not open (altered, or from another key store) is left as it is and counted in
+    ``failed``: it keeps the old version live, so ``retire`` stays refused until it is dealt with.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     latest = store.keys.latest_version(store.kek_name)
-    moved = 0
+    moved = failed = 0
     after = ""
     while True:
         with _unit(store) as session:
@@ -165,14 +168,21 @@ def rewrap_all(
             if not rows:
                 break
             now = datetime.now(UTC)
+            batch_moved = 0
             for row in rows:
                 context = Binding(row.dataset_id, row.dataset_version, row.object_name).encode()
-                fresh = store.keys.rewrap(store.kek_name, WrappedKey(row.wrapped_key), context)
+                try:
+                    fresh = store.keys.rewrap(store.kek_name, WrappedKey(row.wrapped_key), context)
+                except UnwrapFailed:
+                    failed += 1
+                    log.warning("enclave.data_key_rewrap_failed", data_key_id=row.id)
+                    continue
                 row.wrapped_key = fresh.token
                 row.kek_version = fresh.version
                 row.rewrapped_at = now
+                batch_moved += 1
             after = rows[-1].id
-        moved += len(rows)
+        moved += batch_moved
         if progress is not None:
             progress(len(rows))
     with _unit(store) as session:
@@ -186,8 +196,10 @@ def rewrap_all(
                 target_id=store.kek_name,
                 details=KeysRewrappedDetails(kek_version=latest, rewrapped=moved, remaining=remaining),
             )
-    log.info("enclave.data_keys_rewrapped", kek_version=latest, rewrapped=moved, remaining=remaining)
-    return RewrapReport(version=latest, rewrapped=moved, remaining=remaining)
+    log.info(
+        "enclave.data_keys_rewrapped", kek_version=latest, rewrapped=moved, failed=failed, remaining=remaining
+    )
+    return RewrapReport(version=latest, rewrapped=moved, remaining=remaining, failed=failed)
 
 
 def retire(store: EncryptedStore, below: int, actor: Actor | None = None) -> None:

@@ -24,7 +24,14 @@ from enclave.objects import (
     ObjectIntegrityError,
     ObjectNotStored,
 )
-from enclave.objects.envelope import HEADER_BYTES, TAG_BYTES, decrypt_stream, encrypt_stream, stored_size
+from enclave.objects.envelope import (
+    HEADER_BYTES,
+    TAG_BYTES,
+    decrypt_stream,
+    encrypt_stream,
+    segment_bounds,
+    stored_size,
+)
 from infra.keys import FileKeyBackend, KeyBackend, UnwrapFailed, WrappedKey
 from infra.keys.vault import VaultKeyBackend
 from infra.storage import ObjectStorage
@@ -76,9 +83,7 @@ def _chunks(data: bytes, size: int = 10_000) -> Iterator[bytes]:
 
 
 def _segments(stored: bytes, segment_size: int = SEGMENT) -> list[bytes]:
-    body = stored[HEADER_BYTES:]
-    step = segment_size + TAG_BYTES
-    return [body[i : i + step] for i in range(0, len(body), step)]
+    return [stored[start:end] for start, end in segment_bounds(len(stored), segment_size)]
 
 
 @pytest.mark.parametrize("size", [0, 1, SEGMENT, 2 * SEGMENT + 123])
@@ -125,7 +130,7 @@ def test_a_flipped_byte_anywhere_fails_the_integrity_check(
     position = {
         "header": 12,
         "first segment": HEADER_BYTES + 5,
-        "middle segment": HEADER_BYTES + SEGMENT + TAG_BYTES + 1000,
+        "middle segment": SEGMENT + 1000,
         "last tag": len(raw) - 1,
     }[where]
     raw[position] ^= 0x01
@@ -362,10 +367,11 @@ def test_a_200_mb_stream_is_encrypted_and_decrypted_with_bounded_memory(
 
 def test_the_envelope_streams_any_chunking_of_input_and_stored_bytes():
     key, binding = os.urandom(32), Binding("ds", 3, "part")
-    for size in (0, 15, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT):
+    for size in (0, 15, SEGMENT - 33, SEGMENT - 32, SEGMENT - 31, SEGMENT, 2 * SEGMENT - 48, 3 * SEGMENT):
         data = os.urandom(size)
         for chunk in (1000, SEGMENT, 5 * SEGMENT):
             stored = b"".join(encrypt_stream(key, binding, _chunks(data, chunk), segment_size=SEGMENT))
             assert len(stored) == stored_size(size, SEGMENT)
-            for read in (7, SEGMENT + TAG_BYTES, len(stored) or 1):
+            assert all(end - start <= SEGMENT for start, end in segment_bounds(len(stored), SEGMENT))
+            for read in (7, SEGMENT, SEGMENT + TAG_BYTES, len(stored) or 1):
                 assert b"".join(decrypt_stream(key, binding, _chunks(stored, read))) == data
