@@ -264,7 +264,8 @@ def _segments(form: ConsentForm, audience: Audience) -> tuple[list[tuple[str, An
             question = Question(purpose.purpose, purpose.required, None, None)
             questions[purpose.purpose] = question
             parts.append(("purpose", question))
-    ordered = [questions[p.purpose] for p in form.purposes]
+    # In the order the text asks them (the order of the form's purposes list).
+    ordered = [part for kind, part in parts if kind == "purpose"]
     return parts, ordered
 
 

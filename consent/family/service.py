@@ -30,7 +30,7 @@ from consent.decisions import ages
 from consent.decisions.models import Capacity, Channel, Choice, DecidedBy, Decision, Status
 from consent.decisions.schemas import DecisionCreate
 from consent.decisions.service import FAMILY_LINK, RecordedDecision, record_decision
-from consent.decisions.status import student_statuses, teacher_statuses
+from consent.decisions.status import all_purposes, student_statuses, teacher_statuses
 from consent.exceptions import CountryRuleNotFound
 from consent.forms.models import Audience, ConsentForm
 from consent.forms.service import COMMON_LANGUAGE, current_form, text_for
@@ -365,6 +365,8 @@ def event(session: Session, family: Family, event_id: str, *, now: datetime | No
         raise FamilySubjectNotFound()
     form = session.get(ConsentForm, first.form_id)
     assert form is not None
+    position = {code: index for index, code in enumerate(all_purposes(session))}
+    rows.sort(key=lambda row: position.get(row.purpose, len(position)))
     return Event(event_id, view, rows, form)
 
 
