@@ -250,3 +250,26 @@ def test_keys_commands_rotate_rewrap_and_retire_on_the_embedded_default(tmp_path
             assert store.read_object(session, ctx) == data
         assert version_counts(session) == {2: 3}
     engine.dispose()
+
+
+def test_a_wrapped_key_that_does_not_open_is_left_alone_and_keeps_retire_refused(
+    tmp_path, session_factory, db_session: Session
+):
+    store = EncryptedStore(
+        session_factory,
+        FileKeyBackend(tmp_path / "keys"),
+        LocalStorage(tmp_path / "objects"),
+        kek_name=f"dataset-kek-{secrets.token_hex(4)}",
+    )
+    objects = _put_many(store, db_session, 3)
+    broken = _rows(db_session, objects)[0]
+    prefix, body = broken.wrapped_key.rsplit(":", 1)
+    broken.wrapped_key = f"{prefix}:{body[:10]}{'A' if body[10] != 'A' else 'B'}{body[11:]}"
+    db_session.commit()
+    rotate(store)
+
+    report = rewrap_all(store)
+
+    assert (report.rewrapped, report.failed, report.remaining) == (2, 1, 1)
+    with pytest.raises(OldKeysStillLive, match="1 live data keys"):
+        retire(store, below=2)
