@@ -24,7 +24,11 @@ Layout (all integers big-endian)::
   random per object and the key is fresh per object, so no (key, nonce) pair is ever reused.
 * ``ad_i = header (16) | binding | i as 8 bytes | is-last flag (1 byte)``, where ``binding`` is
   ``"letscare-object/1" | 0x00 | len(dataset id) (2) | dataset id | version (8)
-  | len(object name) (2) | object name``, the ids and name in UTF-8.
+  | len(object name) (2) | object name``, the ids and name in UTF-8. The same ``binding`` bytes
+  are the context the data key is wrapped under, so a wrapped key copied to another object's row
+  does not unwrap either.
+* ``S`` is between 64 bytes and 64 MiB; a reader takes it from the header (it is authenticated as
+  part of every segment's associated data).
 
 So a flipped byte anywhere, an object copied under another name, dataset or version, a segment moved,
 dropped, duplicated or appended, a truncated object (the new last segment was sealed as not last)
