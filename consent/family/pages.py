@@ -14,28 +14,24 @@ nonce; the nonce makes the idempotency key, so a double click records once.
 
 from __future__ import annotations
 
-import hmac
 import json
-import re
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from babel.dates import format_date, format_datetime
-from fastapi import APIRouter, Depends, Request
+from babel.dates import format_date
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from markupsafe import Markup
-from sqlalchemy.orm import Session
 
 from consent.decisions import repository
 from consent.decisions.exceptions import DecisionConflict, InvalidDecision
 from consent.decisions.models import Choice, Status
 from consent.dependencies import IdentityDep
 from consent.family import receipts, service
-from consent.family.service import Family, FamilySubjectNotFound, SubjectView
-from consent.forms.models import Audience, ConsentForm
+from consent.family.service import FamilySubjectNotFound, SubjectView
+from consent.family.texts import Question, demoted, segments, title_first
+from consent.family.web import FamilyPage, Page, csrf_ok, link_keys, start_session
+from consent.forms.models import ConsentForm
 from consent.forms.service import text_for
 from consent.invitations import service as invitations
 from consent.invitations.exceptions import CodeAttemptsExceeded, LinkNotUsable
@@ -43,7 +39,7 @@ from consent.requests.models import RequestKind
 from infra.logging import get_logger
 from infra.settings import SUPPORTED_LANGUAGES
 from infra.web.deps import SessionDep
-from infra.web.i18n import add_catalog_dir, language_name, translations_for
+from infra.web.i18n import add_catalog_dir, language_name
 from infra.web.templating import templates
 
 log = get_logger(__name__)
@@ -55,110 +51,7 @@ CSS = HERE / "static" / "family.css"
 
 router = APIRouter(tags=["family pages"], include_in_schema=False)
 
-COOKIE = "family_session"
-PROJECT_CONTACT = "dpo@letscare-project.eu"
 WITHDRAWABLE = {Status.granted, Status.expired, Status.reconsent_required}
-_SECTION = re.compile(
-    r'<section class="consent-purpose" data-purpose="([a-z_]+)">\n?(.*?)</section>\n?', re.DOTALL
-)
-_HEADING = re.compile(r"<h[1-6]>(.*?)</h[1-6]>", re.DOTALL)
-
-
-@dataclass
-class FamilyPage:
-    """One family page request: the session's person (None when there is no live session)."""
-
-    request: Request
-    session: Session
-    family: Family | None
-
-    @property
-    def language(self) -> str:
-        """The interface language negotiated for this request."""
-        return str(getattr(self.request.state, "language", "en"))
-
-    @property
-    def preferred_languages(self) -> list[str | None]:
-        """For the form: a language the person chose, else the one the school gave, else the browser's."""
-        family = self.family.language if self.family is not None else None
-        return [self.request.cookies.get("lang"), family, self.language]
-
-    def gettext(self, message: str) -> str:
-        """Translate an interface string into the page language."""
-        return str(translations_for(self.language).gettext(message))
-
-    def render(self, name: str, context: dict[str, Any] | None = None, status: int = 200) -> HTMLResponse:
-        """Render a family template with the helpers every page uses."""
-        values: dict[str, Any] = {
-            "family": self.family,
-            "csrf_token": self.family.session.csrf_token if self.family else "",
-            "month_year": lambda y, m: format_date(date(y, m, 1), "MMMM y", locale=self.language),
-            "when": self.when,
-            "contact": PROJECT_CONTACT,
-            "interface_languages": [(c, language_name(c)) for c in SUPPORTED_LANGUAGES],
-        }
-        values.update(context or {})
-        response = templates.render(self.request, name, values, status=status)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    def when(self, moment: datetime | None) -> str:
-        """A date and time in words of the page language, in UTC."""
-        if moment is None:
-            return ""
-        return format_datetime(
-            moment.astimezone(UTC), "d MMMM y, HH:mm 'UTC'", tzinfo=UTC, locale=self.language
-        )
-
-    def expired(self) -> HTMLResponse:
-        """No live session: how to get back in."""
-        return self.render("family_link_unusable.html", {"reason": "session"}, status=401)
-
-    def not_found(self) -> HTMLResponse:
-        """A subject or receipt this person may not see (or that does not exist)."""
-        return self.render("family_message.html", {"kind": "not_found"}, status=404)
-
-    def forbidden(self) -> HTMLResponse:
-        """A POST without this session's CSRF token: nothing was recorded."""
-        return self.render("family_message.html", {"kind": "csrf"}, status=403)
-
-
-def family_page(request: Request, session: SessionDep) -> FamilyPage:
-    """The family session of the request, if any."""
-    return FamilyPage(request, session, service.family_for(session, request.cookies.get(COOKIE)))
-
-
-Page = Annotated[FamilyPage, Depends(family_page)]
-
-
-def _csrf_ok(page: FamilyPage, submitted: Any) -> bool:
-    if page.family is None or not isinstance(submitted, str) or not submitted:
-        return False
-    return hmac.compare_digest(page.family.session.csrf_token.encode(), submitted.encode())
-
-
-def _start_session(request: Request, opened: invitations.OpenedSession) -> Response:
-    target = "/family"
-    if "lang" not in request.query_params and opened.invitation.language in SUPPORTED_LANGUAGES:
-        target += f"?lang={opened.invitation.language}"
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        COOKIE,
-        opened.cookie,
-        max_age=invitations.SESSION_MINUTES * 60,
-        path="/",
-        httponly=True,
-        secure=request.url.scheme == "https",
-        samesite="strict",
-    )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-def _keys(request: Request) -> Any:
-    return request.app.state.components.keys
 
 
 # --- opening ------------------------------------------------------------------------------------
@@ -175,10 +68,10 @@ def open_link(token: str, request: Request, session: SessionDep) -> Response:
     """Use a link once: opens the family session, or explains what to do next."""
     page = FamilyPage(request, session, None)
     try:
-        opened = invitations.open_link(session, _keys(request), token)
+        opened = invitations.open_link(session, link_keys(request), token)
     except LinkNotUsable as exc:
         return page.render("family_link_unusable.html", {"reason": exc.reason}, status=410)
-    return _start_session(request, opened)
+    return start_session(request, opened)
 
 
 @router.get("/code", response_class=HTMLResponse)
@@ -195,7 +88,7 @@ async def enter_code(request: Request, session: SessionDep) -> Response:
     code = str(form.get("code", ""))[:40]
     client = request.client.host if request.client else "unknown"
     try:
-        opened = invitations.enter_code(session, _keys(request), code, client=client)
+        opened = invitations.enter_code(session, link_keys(request), code, client=client)
     except CodeAttemptsExceeded:
         limited = page.render("family_code.html", {"error": "too_many"}, status=429)
         limited.headers["Retry-After"] = str(int(invitations.CODE_WINDOW.total_seconds()))
@@ -204,7 +97,7 @@ async def enter_code(request: Request, session: SessionDep) -> Response:
         if exc.reason == "unknown":
             return page.render("family_code.html", {"error": "unknown"}, status=410)
         return page.render("family_link_unusable.html", {"reason": exc.reason}, status=410)
-    return _start_session(request, opened)
+    return start_session(request, opened)
 
 
 # --- home ---------------------------------------------------------------------------------------
@@ -222,72 +115,6 @@ def home(page: Page) -> Response:
 # --- deciding -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Question:
-    """One purpose of the form as the page asks it."""
-
-    code: str
-    required: bool
-    title: Markup | None
-    html: Markup | None
-
-
-def _segments(form: ConsentForm, audience: Audience) -> tuple[list[tuple[str, Any]], list[Question]]:
-    """The text shown, split so each purpose's answer sits right after its wording."""
-    text = text_for(form, audience)
-    flags = {p.purpose: p.required for p in form.purposes}
-    parts: list[tuple[str, Any]] = []
-    questions: dict[str, Question] = {}
-    position = 0
-    for match in _SECTION.finditer(text.rendered_html):
-        if match.start() > position:
-            parts.append(("text", Markup(text.rendered_html[position : match.start()])))  # noqa: S704
-        code, body = match.group(1), match.group(2)
-        heading = _HEADING.search(body)
-        # The form's HTML is rendered with raw HTML disabled at publication, so it is safe to show.
-        question = Question(
-            code,
-            flags.get(code, False),
-            Markup(re.sub(r"<[^>]+>", "", heading.group(1))) if heading else None,  # noqa: S704
-            Markup(body),  # noqa: S704
-        )
-        if code in flags:
-            questions[code] = question
-            parts.append(("purpose", question))
-        else:
-            parts.append(("text", Markup(body)))  # noqa: S704
-        position = match.end()
-    if position < len(text.rendered_html):
-        parts.append(("text", Markup(text.rendered_html[position:])))  # noqa: S704
-    for purpose in form.purposes:
-        if purpose.purpose not in questions:
-            question = Question(purpose.purpose, purpose.required, None, None)
-            questions[purpose.purpose] = question
-            parts.append(("purpose", question))
-    # In the order the text asks them (the order of the form's purposes list).
-    ordered = [part for kind, part in parts if kind == "purpose"]
-    return parts, ordered
-
-
-_LEADING_H1 = re.compile(r"\A\s*<h1>(.*?)</h1>\n?", re.DOTALL)
-
-
-def _title_first(parts: list[tuple[str, Any]]) -> tuple[Markup | None, list[tuple[str, Any]]]:
-    """The text's own title (its leading level-1 heading) becomes the page's one h1."""
-    if parts and parts[0][0] == "text":
-        match = _LEADING_H1.match(str(parts[0][1]))
-        if match:
-            rest = str(parts[0][1])[match.end() :]
-            return Markup(match.group(1)), [("text", Markup(rest)), *parts[1:]]  # noqa: S704
-    return None, parts
-
-
-def demoted(html: str) -> Markup:
-    """A form text shown inside a page: its headings two levels down, so the page keeps one h1."""
-    shifted = re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(int(m[2]) + 2, 6)}>", html)
-    return Markup(shifted)  # noqa: S704
-
-
 def _decide_context(
     page: FamilyPage,
     view: SubjectView,
@@ -299,8 +126,8 @@ def _decide_context(
     nonce: str | None = None,
 ) -> dict[str, Any]:
     assert page.family is not None
-    parts, questions = _segments(form, page.family.audience)
-    title, parts = _title_first(parts)
+    parts, questions = segments(form, page.family.audience)
+    title, parts = title_first(parts)
     languages = service.form_languages(page.session, view.country)
     return {
         "view": view,
@@ -388,7 +215,7 @@ def _guard(
     """The subject, or the page to answer with: no session, a missing CSRF token, not theirs."""
     if page.family is None:
         return page.expired()
-    if posted is not None and not _csrf_ok(page, posted.get("csrf_token")):
+    if posted is not None and not csrf_ok(page, posted.get("csrf_token")):
         return page.forbidden()
     view = _subject_or_none(page, subject_id)
     if view is None:
@@ -409,7 +236,7 @@ async def decide_review(page: Page, subject_id: str) -> Response:
     form, _, nonce = _posted_form(page, view, posted)
     if form is None or not service.valid_nonce(nonce):
         return _text_changed(page, view, str(posted.get("lang", "")) or None, 409)
-    _, questions = _segments(form, page.family.audience)
+    _, questions = segments(form, page.family.audience)
     action = str(posted.get("action", "review"))
     if action == "accept_all":
         choices = {q.code: Choice.granted.value for q in questions}
@@ -463,7 +290,7 @@ def _record(
     except InvalidDecision as exc:
         log.info("consent.family_decision_refused", reason=exc.code)
         if exc.code == "required_purpose_missing":
-            _, questions = _segments(form, page.family.audience)
+            _, questions = segments(form, page.family.audience)
             errors = {q.code: "required" for q in questions if q.required and q.code not in choices}
             context = _decide_context(page, view, form, choices=choices, errors=errors, nonce=nonce)
             return page.render("family_decide.html", context, status=422)
@@ -494,7 +321,7 @@ async def decide_confirm(page: Page, subject_id: str) -> Response:
     form = page.session.get(ConsentForm, int(raw_id)) if well_formed else None
     if form is None:
         return _text_changed(page, view, str(posted.get("lang", "")) or None, 409)
-    _, questions = _segments(form, page.family.audience)
+    _, questions = segments(form, page.family.audience)
     choices, bad = _posted_choices(posted, questions)
     if bad or not choices:
         return _text_changed(page, view, form.language, 422)
