@@ -41,6 +41,7 @@ TASK_MODULES = [
     "access.projects.tasks",
     "consent.decisions.tasks",
     "enclave.datasets.tasks",
+    "consent.invitations.tasks",
 ]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 

@@ -40,20 +40,8 @@ COUNTRIES = {
 }
 """Six countries: the four LET'S CARE partner countries with shipped rules, and two stand-ins."""
 STAGE_AGES = {1: 8, 2: 11, 3: 14, 4: 16}
-FIRST_NAMES = [
-    "Maria",
-    "Elena",
-    "Ana",
-    "Sofia",
-    "Ivan",
-    "Jan",
-    "Lucas",
-    "Marco",
-    "Joana",
-    "Piotr",
-    "Nadia",
-    "Omar",
-]
+MOTHERS = ["Maria", "Elena", "Ana", "Sofia", "Joana", "Nadia", "Agnieszka", "Lotte", "Giulia", "Desislava"]
+FATHERS = ["Ivan", "Jan", "Lucas", "Marco", "Piotr", "Omar", "Javier", "Pieter", "Luca", "Georgi"]
 LAST_NAMES = ["Ivanova", "Garcia", "Kowalski", "Peeters", "Rossi", "Silva", "Dimitrov", "Nowak", "Janssens"]
 
 
@@ -187,11 +175,16 @@ def _guardians(rng: np.random.Generator, students: pl.DataFrame) -> pl.DataFrame
     second = rng.random(count) < 0.55
     index = np.concatenate([np.arange(count), np.nonzero(second)[0]])
     by_school = rng.random(index.size) < 0.15
+    fathers = int(second.sum())
+    # Two guardians of one child never share a name: mothers' and fathers' first names differ.
     frame = students.select("student_ref", "school", "language")[index].with_columns(
-        relation=pl.Series(
-            np.concatenate([np.zeros(count, dtype=np.int8), np.ones(int(second.sum()), dtype=np.int8)])
+        relation=pl.Series(np.concatenate([np.zeros(count, dtype=np.int8), np.ones(fathers, dtype=np.int8)])),
+        first=pl.concat(
+            [
+                pl.Series(MOTHERS).gather(rng.integers(0, len(MOTHERS), count)),
+                pl.Series(FATHERS).gather(rng.integers(0, len(FATHERS), fathers)),
+            ]
         ),
-        first=pl.Series(FIRST_NAMES).gather(rng.integers(0, len(FIRST_NAMES), index.size)),
         last=pl.Series(LAST_NAMES).gather(rng.integers(0, len(LAST_NAMES), index.size)),
         by_school=pl.Series(by_school),
         n=pl.Series(index),

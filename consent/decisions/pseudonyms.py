@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from consent.decisions.models import Pseudonym
@@ -36,10 +36,13 @@ def pseudonymise(
             )
         ).all()
         known.update(rows)
-    fresh = {s: keys.hmac(key_name(domain), s.encode()).hex() for s in wanted if s not in known}
+    missing = [s for s in wanted if s not in known]
+    digests = keys.hmac_many(key_name(domain), [s.encode() for s in missing]) if missing else []
+    fresh = {s: digest.hex() for s, digest in zip(missing, digests, strict=True)}
     if fresh:
-        session.add_all(Pseudonym(domain=domain, pseudonym=p, subject_id=s) for s, p in fresh.items())
-        session.flush()
+        session.execute(
+            insert(Pseudonym), [{"domain": domain, "pseudonym": p, "subject_id": s} for s, p in fresh.items()]
+        )
     return {**known, **fresh}
 
 

@@ -17,6 +17,7 @@ Keys are named and versioned and never leave the backend in the transit case. Th
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -141,6 +142,10 @@ class KeyBackend(Protocol):
 
     def hmac(self, name: str, data: bytes) -> bytes:
         """HMAC-SHA-256 of ``data`` under the keyed-hash key ``name`` (one key per pseudonym domain)."""
+        ...
+
+    def hmac_many(self, name: str, items: Sequence[bytes]) -> list[bytes]:
+        """``hmac`` of many values in one go (one key read, or batched calls to transit)."""
         ...
 
     def jws_key_id(self, name: str) -> str:

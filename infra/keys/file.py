@@ -18,7 +18,7 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,11 @@ class FileKeyBackend:
         """HMAC-SHA-256 under the key ``name``."""
         key = self._key(name, KeyKind.hmac)
         return hmac_module.new(key.versions[1], data, hashlib.sha256).digest()
+
+    def hmac_many(self, name: str, items: Sequence[bytes]) -> list[bytes]:
+        """HMAC-SHA-256 of each item, reading the key once."""
+        secret = self._key(name, KeyKind.hmac).versions[1]
+        return [hmac_module.new(secret, item, hashlib.sha256).digest() for item in items]
 
     def jws_key_id(self, name: str) -> str:
         """Key id of the newest ECDSA P-256 version."""

@@ -231,3 +231,13 @@ def test_ecdsa_key_is_refused_for_other_purposes_and_foreign_key_ids(backend):
         backend.sign(name, b"x")
     with pytest.raises(KeyManagementError):
         backend.sign_jws(name, "another-key:v1", b"x.y")
+
+
+def test_many_keyed_hashes_at_once_equal_one_at_a_time(backend):
+    name = _name("domain")
+    items = [f"student-{i}".encode() for i in range(1203)]
+    assert backend.hmac_many(name, items) == [
+        backend.hmac(name, item) for item in items[:5]
+    ] + backend.hmac_many(name, items[5:])
+    assert backend.hmac_many(name, items)[1202] == backend.hmac(name, items[1202])
+    assert backend.hmac_many(name, []) == []
