@@ -18,6 +18,7 @@ import json
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from babel.dates import format_date
 from fastapi import APIRouter, Request
@@ -80,10 +81,28 @@ def code_form(request: Request, session: SessionDep) -> Response:
     return FamilyPage(request, session, None).render("family_code.html", {"error": None})
 
 
+def _cross_site(request: Request) -> bool:
+    """Whether a form post comes from another site (Fetch metadata, else the Origin header).
+
+    With ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` for the pages' own forms, so
+    only a real foreign origin counts; only the host is compared, as behind a proxy ending TLS the
+    scheme seen here may differ from the browser's.
+    """
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host", request.url.netloc)
+
+
 @router.post("/code", response_class=HTMLResponse)
 async def enter_code(request: Request, session: SessionDep) -> Response:
     """Use a short code once; wrong codes count against the address, then it must wait."""
     page = FamilyPage(request, session, None)
+    if _cross_site(request):
+        # Another site posting a code would sign the visitor into someone else's family session.
+        return page.forbidden()
     form = await request.form()
     code = str(form.get("code", ""))[:40]
     client = request.client.host if request.client else "unknown"

@@ -180,6 +180,18 @@ def test_a_family_with_a_letter_types_the_code_in_any_case_with_spaces(client, w
     assert client.get("/family").status_code == 200
 
 
+def test_a_code_posted_from_another_site_opens_nothing(client, world, db_session):
+    issued = world.invite(world.guardian)
+    answer = client.post(
+        "/code?lang=en", data={"code": issued.code}, headers={"Origin": "https://evil.example"}
+    )
+    assert answer.status_code == 403
+    assert "family_session" not in answer.headers.get("set-cookie", "")
+    fetched = client.post("/code", data={"code": issued.code}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert fetched.status_code == 403
+    assert db_session.execute(select(func.count()).select_from(FamilySession)).scalar_one() == 0
+
+
 def test_guessed_codes_hit_the_rate_limit_and_then_even_the_right_code_must_wait(client, world):
     issued = world.invite(world.guardian)
     for attempt in range(invitations.CODE_ATTEMPTS):
