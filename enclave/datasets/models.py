@@ -42,6 +42,8 @@ class Dataset(Base):
     """The declared schema (``enclave.datasets.schemas.DatasetSchema``) new versions are checked against."""
     created_by: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    retention_warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the DPO was warned that the retention date is near (30 days before)."""
     destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

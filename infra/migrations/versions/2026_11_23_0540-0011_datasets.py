@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("schema", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.String(length=36), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retention_warned_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_enclave_dataset")),
     )
