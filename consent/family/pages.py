@@ -68,8 +68,13 @@ def stylesheet() -> FileResponse:
 def open_link(token: str, request: Request, session: SessionDep) -> Response:
     """Use a link once: opens the family session, or explains what to do next."""
     page = FamilyPage(request, session, None)
+    client = request.client.host if request.client else "unknown"
     try:
-        opened = invitations.open_link(session, link_keys(request), token)
+        opened = invitations.open_link(session, link_keys(request), token, client=client)
+    except CodeAttemptsExceeded:
+        limited = page.render("family_link_unusable.html", {"reason": "too_many"}, status=429)
+        limited.headers["Retry-After"] = str(int(invitations.CODE_WINDOW.total_seconds()))
+        return limited
     except LinkNotUsable as exc:
         return page.render("family_link_unusable.html", {"reason": exc.reason}, status=410)
     return start_session(request, opened)

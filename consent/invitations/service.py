@@ -20,8 +20,8 @@ nor be used to guess codes offline. The token and code exist in clear only in th
 of ``SESSION_MINUTES`` (an HttpOnly cookie holding a random value whose SHA-256 is stored, with a
 CSRF token for the forms) and marks the invitation opened. A used, expired, revoked or unknown link
 answers with what to do next (ask the school or request a new link) — never which of these it was
-for an unknown one. Wrong codes are counted per client address (hashed): after ``CODE_ATTEMPTS``
-failures in ``CODE_WINDOW`` the address must wait, so guessing 50-bit codes is hopeless.
+for an unknown one. Wrong codes and unknown links are counted per client address (hashed): after
+``CODE_ATTEMPTS`` failures in ``CODE_WINDOW`` the address must wait, so guessing is hopeless.
 """
 
 from __future__ import annotations
@@ -412,23 +412,8 @@ def _locked(session: Session, column: InstrumentedAttribute[str], value: str) ->
     return session.execute(select(Invitation).where(column == value).with_for_update()).scalar_one_or_none()
 
 
-def open_link(
-    session: Session, keys: KeyBackend, token: str, *, now: datetime | None = None
-) -> OpenedSession:
-    """Use a link once: opens a family session, or LinkNotUsable saying what to do next."""
-    moment = now or datetime.now(UTC)
-    if not token or len(token) > 100:
-        raise LinkNotUsable("unknown")
-    return _open(
-        session, _locked(session, Invitation.token_index, _index(keys, "token", token)), "link", moment
-    )
-
-
-def enter_code(
-    session: Session, keys: KeyBackend, code: str, *, client: str, now: datetime | None = None
-) -> OpenedSession:
-    """Use a short code once; wrong codes count against the client address."""
-    moment = now or datetime.now(UTC)
+def _check_attempts(session: Session, client: str, moment: datetime) -> str:
+    """The client's hash; CodeAttemptsExceeded when it failed too often lately."""
     client_hash = hashlib.sha256(client.encode()).hexdigest()
     failures = session.execute(
         select(func.count()).where(
@@ -437,13 +422,43 @@ def enter_code(
     ).scalar_one()
     if failures >= CODE_ATTEMPTS:
         raise CodeAttemptsExceeded(int(CODE_WINDOW.total_seconds() // 60))
+    return client_hash
+
+
+def _count_failure(session: Session, client_hash: str, moment: datetime) -> None:
+    session.add(CodeAttempt(client_hash=client_hash, attempted_at=moment))
+    session.flush()
+
+
+def open_link(
+    session: Session, keys: KeyBackend, token: str, *, client: str | None = None, now: datetime | None = None
+) -> OpenedSession:
+    """Use a link once: opens a family session, or LinkNotUsable saying what to do next.
+
+    With ``client`` (the caller's address), unknown links count against it like wrong codes.
+    """
+    moment = now or datetime.now(UTC)
+    client_hash = _check_attempts(session, client, moment) if client is not None else None
+    invitation = None
+    if token and len(token) <= 100:
+        invitation = _locked(session, Invitation.token_index, _index(keys, "token", token))
+    if invitation is None and client_hash is not None:
+        _count_failure(session, client_hash, moment)
+    return _open(session, invitation, "link", moment)
+
+
+def enter_code(
+    session: Session, keys: KeyBackend, code: str, *, client: str, now: datetime | None = None
+) -> OpenedSession:
+    """Use a short code once; wrong codes count against the client address."""
+    moment = now or datetime.now(UTC)
+    client_hash = _check_attempts(session, client, moment)
     normalised = normalise_code(code)
     invitation = None
     if len(normalised) == CODE_LENGTH:
         invitation = _locked(session, Invitation.code_index, _index(keys, "code", normalised))
     if invitation is None:
-        session.add(CodeAttempt(client_hash=client_hash, attempted_at=moment))
-        session.flush()
+        _count_failure(session, client_hash, moment)
     return _open(session, invitation, "code", moment)
 
 

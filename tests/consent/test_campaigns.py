@@ -23,6 +23,7 @@ from infra.email import EmailMessage, EmailStatus, delivery_status, send_message
 from infra.email.crypto import open_sealed
 from infra.errors import Forbidden, InvalidField, ReasonedConflict
 from infra.settings import SmtpTls
+from tests.consent.test_letters import qr_codes_per_page
 from tests.support.consent import load_rules, make_form, make_guardian, make_student, make_teacher
 from tests.support.projects import make_principal
 from tests.support.smtp import smtp_server  # noqa: F401 - the fixture
@@ -190,6 +191,21 @@ def test_letters_pdf_holds_a_working_short_code_for_each_letter_invitation(
     assert len(set(codes)) == 2
     opened = service.enter_code(db_session, components.keys, codes[0], client="203.0.113.9")
     assert opened.invitation.id in {i.id for i in letters}
+    # A phone scanning the other letter's QR code gets a link that opens the family pages.
+    links = [link for page in qr_codes_per_page(pdf) for link in page]
+    assert len(links) == 2
+    assert all(link.startswith(f"{BASE.rstrip('/')}/f/") for link in links)
+    outcomes = {}
+    for link in links:
+        try:
+            outcomes[link] = service.open_link(
+                db_session, components.keys, link.rsplit("/", 1)[1]
+            ).invitation.id
+        except LinkNotUsable as refused:
+            outcomes[link] = refused.reason
+    assert sorted(str(v) for v in outcomes.values()) == sorted(
+        ["used", *({i.id for i in letters} - {opened.invitation.id})]
+    ), "the letter whose code was typed is used; the other opens"
     db_session.commit()  # ledger entries are written when the transaction commits
     downloads = db_session.execute(
         select(AuditEntry).where(AuditEntry.action == "consent.letters_downloaded")

@@ -583,3 +583,12 @@ def test_interface_catalogs_translate_every_string_of_the_family_pages():
             catalog = read_po(handle, locale=language)
         missing = sorted(m for m in wanted if not (catalog.get(m) and catalog.get(m).string))
         assert not missing, f"{language}: untranslated {missing}"
+
+
+def test_trying_many_links_from_one_address_is_stopped_for_a_while(client, world):
+    for attempt in range(invitations.CODE_ATTEMPTS):
+        assert client.get(f"/f/guess-{attempt}?lang=en").status_code == 410
+    limited = client.get("/f/guess-again?lang=en")
+    assert limited.status_code == 429
+    assert "Too many links" in limited.text
+    assert int(limited.headers["Retry-After"]) > 0

@@ -185,3 +185,15 @@ def test_a_steward_cannot_run_a_campaign_outside_their_schools(db_session, keys,
     with pytest.raises(Exception, match="outside your scope") as refused:
         service.start_campaign(db_session, steward, keys, country="PL", school="PL-WAW-001", now=NOW)
     assert getattr(refused.value, "status_code", None) == 403
+
+
+def test_guessing_links_is_stopped_by_the_same_rate_limit(db_session, protector, keys, steward):
+    student = pupil(db_session, protector, 5)
+    make_guardian(db_session, protector, [student], language="pl")
+    [issued] = service.start_campaign(db_session, steward, keys, country="PL", school=SCHOOL, now=NOW).issued
+    for attempt in range(service.CODE_ATTEMPTS):
+        with pytest.raises(LinkNotUsable):
+            service.open_link(db_session, keys, f"guess-{attempt}", client="192.0.2.44", now=NOW)
+    with pytest.raises(CodeAttemptsExceeded):
+        service.open_link(db_session, keys, issued.token, client="192.0.2.44", now=NOW)
+    assert service.open_link(db_session, keys, issued.token, client="192.0.2.45", now=NOW).invitation
