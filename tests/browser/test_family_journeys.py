@@ -5,10 +5,7 @@ a printed letter types the short code. axe-core checks every page visited."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,14 +23,11 @@ from consent.invitations import service as invitations
 from consent.invitations.models import InvitationChannel, InvitationReason, InviteeKind
 from consent.rosters.models import Delivery, Guardian, Guardianship, Student
 from enclave.components import build_components
-from infra.db import make_engine, session_scope
-from infra.migrate import upgrade
+from infra.db import session_scope
 from infra.settings import load_settings
-from tests.browser.test_review_pages import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import recreate_database
 from tests.support.axe import assert_accessible
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 from tests.support.consent import load_rules, make_guardian, make_student
-from tests.support.processes import free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.browser
 
@@ -75,11 +69,7 @@ def _invite(session, keys, kind: InviteeKind, target: Guardian | Student, *, whe
 @pytest.fixture(scope="module")
 def families(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Families]:
     """``enclave serve`` against a committed database: the demo forms and three families."""
-    assert Path(CHROMIUM).exists(), "Debian chromium is not installed: run `make test` (scripts/services.sh)"
-    url = recreate_database("enclave_test_family_browser")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = committed_database("enclave_test_family_browser")
     data_dir = tmp_path_factory.mktemp("family-browser-data")
     settings = load_settings(environment="test", data_dir=data_dir, database_url=url, log_level="WARNING")
     components = build_components(settings)
@@ -121,29 +111,9 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Families]:
         secrets = Families("", sofia.token, child.subject_id, spain.token, letter.code, settings)
     components.engine.dispose()
 
-    port = free_port()
-    log = data_dir / "server.log"
-    env = {
-        **os.environ,
-        "ENCLAVE_ENVIRONMENT": "test",
-        "ENCLAVE_DATA_DIR": str(data_dir),
-        "ENCLAVE_DATABASE_URL": url,
-        "ENCLAVE_BROKER_URL": "",
-        "ENCLAVE_LOG_LEVEL": "WARNING",
-    }
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "enclave", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process, log)
-        secrets.url = f"http://127.0.0.1:{port}"
+    with serve_product(url, data_dir) as base:
+        secrets.url = base
         yield secrets
-    finally:
-        stop(process)
 
 
 def _new_link(families: Families) -> str:

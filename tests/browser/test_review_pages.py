@@ -4,9 +4,6 @@ code, filters the ledger, downloads the export and signs off a range."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,25 +13,12 @@ import pytest
 
 from access.audit.actions import Role
 from enclave.components import build_components
-from infra.db import make_engine, session_scope
-from infra.migrate import upgrade
+from infra.db import session_scope
 from infra.settings import load_settings
-from tests.conftest import recreate_database
 from tests.support.auth import StaffUser, create_staff
-from tests.support.processes import free_port, stop, wait_for_http
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass
@@ -48,12 +32,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``enclave serve`` in its own process against a database whose data is really committed."""
-    # A missing browser is a set-up error (`make test` installs it), never a silent skip.
-    assert Path(CHROMIUM).exists(), "Debian chromium is not installed: run `make test` (scripts/services.sh)"
-    url = recreate_database("enclave_test_browser")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = committed_database("enclave_test_browser")
     data_dir = tmp_path_factory.mktemp("browser-data")
     settings = load_settings(environment="test", data_dir=data_dir, database_url=url, log_level="WARNING")
     components = build_components(settings)
@@ -63,28 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         create_staff(session, components, roles=[Role.legal_reviewer])
     components.engine.dispose()
 
-    port = free_port()
-    log = data_dir / "server.log"
-    env = {
-        **os.environ,
-        "ENCLAVE_ENVIRONMENT": "test",
-        "ENCLAVE_DATA_DIR": str(data_dir),
-        "ENCLAVE_DATABASE_URL": url,
-        "ENCLAVE_BROKER_URL": "",
-        "ENCLAVE_LOG_LEVEL": "WARNING",
-    }
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "enclave", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process, log)
-        yield Server(f"http://127.0.0.1:{port}", dpo)
-    finally:
-        stop(process)
+    with serve_product(url, data_dir) as base:
+        yield Server(base, dpo)
 
 
 def test_dpo_signs_in_filters_exports_and_signs_off(server: Server, tmp_path: Path) -> None:

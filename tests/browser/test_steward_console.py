@@ -4,9 +4,6 @@ letters and sees the dashboard. axe-core checks every page visited."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,15 +14,12 @@ import pytest
 
 from access.audit.actions import Role
 from enclave.components import build_components
-from infra.db import make_engine, session_scope
-from infra.migrate import upgrade
+from infra.db import session_scope
 from infra.settings import load_settings
-from tests.browser.test_review_pages import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import recreate_database
 from tests.support.auth import StaffUser, create_staff
 from tests.support.axe import assert_accessible
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 from tests.support.consent import load_rules, make_form
-from tests.support.processes import free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.browser
 
@@ -60,11 +54,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``enclave serve`` in its own process against a database whose data is really committed."""
-    assert Path(CHROMIUM).exists(), "Debian chromium is not installed: run `make test` (scripts/services.sh)"
-    url = recreate_database("enclave_test_steward_browser")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = committed_database("enclave_test_steward_browser")
     data_dir = tmp_path_factory.mktemp("steward-browser-data")
     settings = load_settings(environment="test", data_dir=data_dir, database_url=url, log_level="WARNING")
     components = build_components(settings)
@@ -74,29 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         steward = create_staff(session, components, roles=[Role.data_steward], country="PL", schools=[SCHOOL])
     components.engine.dispose()
 
-    port = free_port()
-    log = data_dir / "server.log"
-    env = {
-        **os.environ,
-        "ENCLAVE_ENVIRONMENT": "test",
-        "ENCLAVE_DATA_DIR": str(data_dir),
-        "ENCLAVE_DATABASE_URL": url,
-        "ENCLAVE_BROKER_URL": "",
-        "ENCLAVE_LOG_LEVEL": "WARNING",
-        "ENCLAVE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "enclave", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process, log)
-        yield Server(f"http://127.0.0.1:{port}", steward)
-    finally:
-        stop(process)
+    with serve_product(url, data_dir) as base:
+        yield Server(base, steward)
 
 
 def _csv(name: str, text: str) -> dict[str, object]:
