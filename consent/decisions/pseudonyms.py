@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from consent.decisions.models import Pseudonym
+from infra.db import in_values
 from infra.keys import KeyBackend
+
+CHUNK = 30_000
+"""Values per look-up (SQLite allows 32,766 parameters in one statement)."""
 
 
 def key_name(domain: str) -> str:
@@ -28,11 +32,11 @@ def pseudonymise(
     """Pseudonyms of the subjects in ``domain`` (subject id -> pseudonym), created and stored as needed."""
     wanted = list(dict.fromkeys(subject_ids))
     known: dict[str, str] = {}
-    for start in range(0, len(wanted), 5_000):
-        part = wanted[start : start + 5_000]
+    for start in range(0, len(wanted), CHUNK):
+        part = wanted[start : start + CHUNK]
         rows = session.execute(
             select(Pseudonym.subject_id, Pseudonym.pseudonym).where(
-                Pseudonym.domain == domain, Pseudonym.subject_id.in_(part)
+                Pseudonym.domain == domain, in_values(session, Pseudonym.subject_id, part)
             )
         ).all()
         known.update(rows)
@@ -40,20 +44,35 @@ def pseudonymise(
     digests = keys.hmac_many(key_name(domain), [s.encode() for s in missing]) if missing else []
     fresh = {s: digest.hex() for s, digest in zip(missing, digests, strict=True)}
     if fresh:
-        session.execute(
-            insert(Pseudonym), [{"domain": domain, "pseudonym": p, "subject_id": s} for s, p in fresh.items()]
-        )
+        _store(session, domain, fresh)
     return {**known, **fresh}
+
+
+def _store(session: Session, domain: str, fresh: dict[str, str]) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement whatever the number: the two lists travel as two text parameters.
+        session.execute(
+            text(
+                "INSERT INTO consent_pseudonym (domain, pseudonym, subject_id) SELECT :domain, p, s "
+                "FROM unnest(string_to_array(:p, ','), string_to_array(:s, ',')) AS t(p, s)"
+            ),
+            {"domain": domain, "p": ",".join(fresh.values()), "s": ",".join(fresh)},
+        )
+        return
+    session.execute(
+        insert(Pseudonym),
+        [{"domain": domain, "pseudonym": p, "subject_id": s} for s, p in fresh.items()],
+    )
 
 
 def resolve(session: Session, domain: str, pseudonyms: Sequence[str]) -> dict[str, str]:
     """Subject ids of known pseudonyms in ``domain`` (pseudonym -> subject id); unknown ones are absent."""
     found: dict[str, str] = {}
-    for start in range(0, len(pseudonyms), 5_000):
-        part = list(pseudonyms[start : start + 5_000])
+    for start in range(0, len(pseudonyms), CHUNK):
+        part = list(pseudonyms[start : start + CHUNK])
         rows = session.execute(
             select(Pseudonym.pseudonym, Pseudonym.subject_id).where(
-                Pseudonym.domain == domain, Pseudonym.pseudonym.in_(part)
+                Pseudonym.domain == domain, in_values(session, Pseudonym.pseudonym, part)
             )
         ).all()
         found.update(rows)

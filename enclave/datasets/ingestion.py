@@ -44,6 +44,7 @@ from enclave.datasets.exceptions import DatasetNotFound, InvalidDataset
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from enclave.objects.store import EncryptedStore, ObjectContext
+from infra.db import in_values
 from infra.errors import Forbidden, PayloadTooLarge, ValidationFailed
 from infra.logging import get_logger
 
@@ -243,11 +244,11 @@ def ingest(
         for school, ref in zip(schools, refs, strict=True)
     ]
     found: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(indexes), 5_000):
-        part = indexes[start : start + 5_000]
+    for start in range(0, len(indexes), 30_000):
+        part = indexes[start : start + 30_000]
         for index, subject, school in session.execute(
             select(Student.ref_index, Student.subject_id, Student.school_code).where(
-                Student.ref_index.in_(part), Student.erased_at.is_(None)
+                in_values(session, Student.ref_index, part), Student.erased_at.is_(None)
             )
         ).all():
             found[index] = (subject, school)
