@@ -7,7 +7,9 @@ from typing import Any
 from celery.schedules import crontab
 
 from consent.decisions.withdrawals import register_consumer
+from consent.requests.sources import register_source
 from enclave.datasets.erasure import DatasetErasure
+from enclave.datasets.sources import EnclaveDatasets
 from enclave.objects.store import EncryptedStore
 from infra.keys import key_backend_from_settings
 from infra.storage.factory import storage_from_settings
@@ -20,6 +22,7 @@ def _store() -> EncryptedStore:
 
 
 register_consumer(DatasetErasure(_store))
+register_source(EnclaveDatasets(_store))
 
 RETENTION_TASK = "erasure.dataset_retention"
 

@@ -120,3 +120,18 @@ def test_a_withdrawal_of_another_purpose_leaves_the_dataset_alone(db_session, in
     notice = withdraw(db_session, world, subject, ["interviews"])
     DatasetErasure(lambda: world["store"]).handle(db_session, notice)
     assert every_row(db_session, world).equals(before)
+
+
+def test_an_access_request_lists_the_versions_holding_the_subject_and_none_after_erasure(
+    db_session, ingested
+):
+    from enclave.datasets.sources import EnclaveDatasets
+
+    world = ingested
+    subject = old_enough(db_session, world)
+    source = EnclaveDatasets(lambda: world["store"])
+    [found] = source.rows_for(db_session, subject)
+    assert (found.dataset, found.rows) == (f"{DATASET} version 1", 1)
+    notice = withdraw(db_session, world, subject, ["questionnaires"])
+    DatasetErasure(lambda: world["store"]).handle(db_session, notice)
+    assert source.rows_for(db_session, subject) == []
