@@ -37,29 +37,34 @@ CHUNK = 2_000
 HORIZON = timedelta(days=366)
 """A row never claims to hold for longer than this, so even an unforeseen change is picked up."""
 
-# A row is used only if nothing it depends on changed after it was computed: the student's own row
-# (rectified, restricted, erased), or their country's rules or forms (a version recorded or
-# published since). These checks cost little and keep the cache right even for a writer that forgot
-# to refresh; decisions and guardian links are refreshed by their writers.
-_LOOKUP = """
-WITH country_change AS (
+# Each student with their cache row and the last time their country's rules or forms changed (up to
+# the instant ``:t``), for ``lookup`` and ``due_for_refresh``.
+_WITH_ROWS = """WITH country_change AS (
     SELECT country_code, MAX(changed) AS changed FROM (
         SELECT country_code, created_at AS changed FROM consent_country_rule
         UNION ALL
         SELECT country_code, published_at AS changed FROM consent_form WHERE published_at <= :t
     ) AS changes GROUP BY country_code
 )
-SELECT s.subject_id,
+"""
+_ROWS = """FROM consent_student s
+LEFT JOIN consent_status_cache c ON c.student_id = s.id
+LEFT JOIN country_change cc ON cc.country_code = s.country_code
+"""
+
+# A row is used only if nothing it depends on changed after it was computed: the student's own row
+# (rectified, restricted, erased), or their country's rules or forms (a version recorded or
+# published since). These checks cost little and keep the cache right even for a writer that forgot
+# to refresh; decisions and guardian links are refreshed by their writers.
+_LOOKUP = """
+{with_rows}SELECT s.subject_id,
        CASE WHEN c.purposes = :purposes AND c.valid_from <= :t AND :t < c.valid_until
              AND s.updated_at <= c.valid_from
              AND (s.restricted_at IS NULL OR s.restricted_at <= c.valid_from OR s.restricted_at > :t)
              AND (s.erased_at IS NULL OR s.erased_at <= c.valid_from OR s.erased_at > :t)
              AND (cc.changed IS NULL OR cc.changed <= c.valid_from)
             THEN c.codes END
-FROM consent_student s
-LEFT JOIN consent_status_cache c ON c.student_id = s.id
-LEFT JOIN country_change cc ON cc.country_code = s.country_code
-WHERE {subject_filter}
+{rows}WHERE {subject_filter}
 """
 
 
@@ -72,7 +77,7 @@ def lookup(
 ) -> tuple[dict[str, str], list[str]]:
     """Cached codes of the students covered at ``at``, and the ids of those that must be derived."""
     where, ids = subject_filter(session, subject_ids)
-    statement = text(_LOOKUP.format(subject_filter=where)).bindparams(
+    statement = text(_LOOKUP.format(with_rows=_WITH_ROWS, rows=_ROWS, subject_filter=where)).bindparams(
         bindparam("t", type_=DateTime(timezone=True)), bindparam("purposes", type_=String())
     )
     params: dict[str, Any] = {"t": at, "purposes": ",".join(purposes)}
@@ -210,23 +215,13 @@ def refresh(
 
 
 _DUE = """
-WITH country_change AS (
-    SELECT country_code, MAX(changed) AS changed FROM (
-        SELECT country_code, created_at AS changed FROM consent_country_rule
-        UNION ALL
-        SELECT country_code, published_at AS changed FROM consent_form WHERE published_at <= :now
-    ) AS changes GROUP BY country_code
-)
-SELECT s.id
-FROM consent_student s
-LEFT JOIN consent_status_cache c ON c.student_id = s.id
-LEFT JOIN country_change cc ON cc.country_code = s.country_code
-WHERE c.student_id IS NULL
+{with_rows}SELECT s.id
+{rows}WHERE c.student_id IS NULL
    OR c.purposes <> :purposes
    OR c.valid_until < :before
    OR s.updated_at > c.valid_from
-   OR (s.restricted_at > c.valid_from AND s.restricted_at <= :now)
-   OR (s.erased_at > c.valid_from AND s.erased_at <= :now)
+   OR (s.restricted_at > c.valid_from AND s.restricted_at <= :t)
+   OR (s.erased_at > c.valid_from AND s.erased_at <= :t)
    OR cc.changed > c.valid_from
 ORDER BY s.id
 LIMIT :limit
@@ -239,13 +234,13 @@ def due_for_refresh(
     """Students whose row is missing, ends before ``before``, or no longer holds (see ``lookup``)."""
     from consent.decisions.status import all_purposes
 
-    statement = text(_DUE).bindparams(
-        bindparam("now", type_=DateTime(timezone=True)),
+    statement = text(_DUE.format(with_rows=_WITH_ROWS, rows=_ROWS)).bindparams(
+        bindparam("t", type_=DateTime(timezone=True)),
         bindparam("before", type_=DateTime(timezone=True)),
         bindparam("purposes", type_=String()),
     )
     params = {
-        "now": now or datetime.now(UTC),
+        "t": now or datetime.now(UTC),
         "before": before,
         "purposes": ",".join(all_purposes(session)),
         "limit": limit,
