@@ -147,6 +147,11 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/staff/steward/campaigns/{campaign_id}"): frozenset({Role.data_steward}),
     ("GET", "/staff/steward/campaigns/{campaign_id}/letters.pdf"): frozenset({Role.data_steward}),
     ("GET", "/staff/steward/dashboard"): frozenset({Role.data_steward}),
+    # researcher portal and privacy budgets (staff pages)
+    ("GET", "/staff/research/static/portal.js"): PUBLIC,
+    ("GET", "/staff/research/static/portal.css"): PUBLIC,
+    ("GET", "/staff/research"): RESEARCHER,
+    ("GET", "/staff/research/query"): RESEARCHER,
     # family pages (family session cookie, not staff roles)
     ("GET", "/f/{token}"): PUBLIC,
     ("GET", "/code"): PUBLIC,

@@ -1,0 +1,1 @@
+"""The researcher portal and the DPO's privacy-budget pages."""

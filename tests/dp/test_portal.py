@@ -1,0 +1,151 @@
+"""The researcher portal and the DPO's budget view over HTTP: staff sign-in and roles, a
+researcher's own projects and granted variables only, the query builder with its server-side
+preview, a release shown as a chart and a table with the budget, refusals as clear messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+import pytest
+from sqlalchemy import update
+
+from access.accounts.models import Account
+from access.audit.actions import Role
+from access.principal import Principal
+from access.projects import decisions
+from access.projects import service as projects
+from enclave.datasets import service as catalog
+from enclave.datasets.schemas import DatasetCreate
+from tests.support.projects import make_principal, proposal, terms
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+DATASET = "wave1_students"
+SCHEMA = {
+    "subject_id_column": "student_ref",
+    "school_column": "school",
+    "variables": [
+        {"name": "gender", "type": "categorical", "categories": ["female", "male", "other"]},
+        {"name": "stage", "type": "integer", "min": 1, "max": 4},
+        {"name": "engagement", "type": "numeric", "min": 1, "max": 5},
+        {"name": "special_needs", "type": "boolean", "special_category": True},
+    ],
+}
+GRANTED = [f"{DATASET}.gender", f"{DATASET}.engagement"]
+
+
+def sign_in_page(client, user, target: str = "/staff/research") -> None:
+    """Sign in through the staff sign-in form, as a browser does (cookie session)."""
+    client.cookies.clear()
+    token = CSRF.search(client.get("/staff/login").text).group(1)
+    with client.app.state.components.session_factory() as session:
+        session.execute(update(Account).where(Account.id == user.account_id).values(totp_last_step=None))
+        session.commit()
+    code = pyotp.TOTP(user.totp_secret).now() if user.totp_secret else ""
+    answer = client.post(
+        "/staff/login",
+        data={
+            "email": user.email,
+            "password": user.password,
+            "totp": code,
+            "csrf_token": token,
+            "next": target,
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == target
+
+
+def make_dataset(db_session) -> None:
+    steward = make_principal(db_session, Role.data_steward)
+    catalog.create_dataset(
+        db_session,
+        steward,
+        DatasetCreate.model_validate(
+            {
+                "id": DATASET,
+                "title": "Students, first wave",
+                "purpose": "questionnaires",
+                "domain": "letscare-main",
+                "retention_until": (datetime.now(UTC) + timedelta(days=365)).date().isoformat(),
+                "schema": SCHEMA,
+            }
+        ),
+    )
+
+
+def make_project(
+    db_session, user, title: str, *, epsilon: str = "1.0", variables: list[str] | None = None
+) -> str:
+    """An active project of ``user`` granted ``epsilon`` on the dataset's ``variables``."""
+    owner = Principal(account_id=user.account_id, roles=frozenset({Role.researcher}))
+    wanted = variables or GRANTED
+    created = projects.create_project(
+        db_session,
+        owner,
+        proposal(title=title, datasets=[DATASET], variables=wanted, requested_epsilon=epsilon),
+    )
+    projects.submit_project(db_session, owner, created.id)
+    dpo = make_principal(db_session, Role.dpo)
+    decisions.approve_project(
+        db_session, dpo, created.id, terms(epsilon, datasets=[DATASET], variables=wanted)
+    )
+    return created.id
+
+
+@pytest.fixture
+def world(db_session, staff_factory) -> dict[str, Any]:
+    make_dataset(db_session)
+    alice = staff_factory(roles=[Role.researcher])
+    bob = staff_factory(roles=[Role.researcher])
+    return {
+        "alice": alice,
+        "bob": bob,
+        "alice_project": make_project(db_session, alice, "Attachment and leaving school"),
+        "bob_project": make_project(db_session, bob, "Bob's other project"),
+    }
+
+
+def test_portal_sends_anonymous_visitors_to_sign_in_and_refuses_other_roles(client, staff_factory):
+    answer = client.get("/staff/research/query", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/staff/login?next=%2Fstaff%2Fresearch%2Fquery"
+    sign_in_page(client, staff_factory(roles=[Role.data_steward]), "/staff/steward")
+    for path in ("/staff/research", "/staff/research/query"):
+        refused = client.get(path)
+        assert refused.status_code == 403
+        assert "Not allowed" in refused.text
+
+
+def test_a_researcher_sees_only_their_own_projects(client, world):
+    sign_in_page(client, world["alice"])
+    page = client.get("/staff/research")
+    assert page.status_code == 200
+    assert '<html lang="en">' in page.text
+    assert "Attachment and leaving school" in page.text
+    assert "Bob&#39;s other project" not in page.text
+    assert f"/staff/research/query?project={world['alice_project']}&amp;dataset={DATASET}" in page.text
+
+
+def test_the_builder_offers_only_the_projects_granted_variables(client, world):
+    sign_in_page(client, world["alice"])
+    page = client.get(f"/staff/research/query?project={world['alice_project']}&dataset={DATASET}")
+    assert page.status_code == 200
+    numeric = re.findall(r'<option value="(\w+)"', page.text.split('id="variable"')[1].split("</select>")[0])
+    assert numeric == ["engagement"]
+    assert re.findall(r'name="group_by" value="(\w+)"', page.text) == ["gender"]
+    assert "stage" not in re.findall(r'value="(\w+)=', page.text)
+    assert "special_needs" not in page.text
+    for field in ("variable", "lower", "upper", "quantile", "bins", "epsilon", "accuracy"):
+        assert f'<label for="{field}">' in page.text  # every field has its label
+
+
+def test_the_builder_refuses_someone_elses_project_with_a_message(client, world):
+    sign_in_page(client, world["alice"])
+    page = client.get(f"/staff/research/query?project={world['bob_project']}&dataset={DATASET}")
+    assert page.status_code == 404
+    assert "This is not one of your projects." in page.text
+    assert "Bob&#39;s other project" not in page.text
