@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     default_language: str = Field("en", description="Language used when the browser asks for none we have.")
     log_level: str = Field("INFO", description="Minimum log level: DEBUG, INFO, WARNING, ERROR.")
     log_json: bool = Field(True, description="Write logs as JSON lines (false: human-readable console).")
+    frame_cache_bytes: Annotated[int, Field(ge=0)] = Field(
+        1024**3,
+        description="Memory for decrypted dataset versions kept by a process for queries (bytes); "
+        "least recently used go first, 0 keeps none.",
+    )
     audit_retention_days: Annotated[int, Field(ge=365)] = Field(
         5 * 365, description="How long audit ledger entries are kept, in days (at least one year)."
     )
