@@ -1,14 +1,19 @@
 """Ingestion: an identified upload in, a pseudonymised, consent-filtered, encrypted version out.
 
-Steps, all in the caller's transaction (nothing is visible until it commits):
+The upload is streamed in batches (``enclave.datasets.ingest_source``), so a file of any size is
+processed with bounded memory; each batch goes through these steps, all in one savepoint of the
+caller's transaction (nothing is visible until it commits, and a failure leaves nothing behind):
 
 1. **Read** CSV (UTF-8, with or without BOM, ``,`` or ``;``) or Parquet with Polars, every value as
    text first so that validation, not the parser, decides what is wrong.
 2. **Validate** against the dataset's declared schema: the subject-id and school columns and every
    variable must be there; a column the schema does not know is refused (it could be an identifier
    nobody declared); each row's values must fit their variable (categories, bounds, whole numbers,
-   booleans, dates); a subject may appear once. Every problem is reported with its row number (the
-   header is row 1, as in a spreadsheet) and column; if there is any, nothing is stored.
+   booleans, dates); a subject may appear once in the whole file (checked across batches). Every
+   problem is reported with its row number (the header is row 1, as in a spreadsheet) and column.
+   By default any problem refuses the whole upload; with ``quarantine`` the bad rows are set aside
+   in an encrypted report (``quarantine.csv`` of the version, its own data key) that only a data
+   steward reads, and the good rows are stored.
 3. **Find the students** on the roster by the keyed hash of ``country/school/reference`` (the
    country is the steward's). A reference the roster does not know is a bad row.
 4. **Keep only consenting subjects**: the effective status for the dataset's purpose at ingestion
@@ -16,18 +21,26 @@ Steps, all in the caller's transaction (nothing is visible until it commits):
 5. **Pseudonymise**: the subject becomes the HMAC pseudonym of the dataset's domain
    (``consent.decisions.pseudonyms``); the reference, the school and the declared identifiers are
    dropped.
-6. **Write Parquet, encrypt and publish** one object per version through ``EncryptedStore`` (fresh
-   data key, bound to dataset, version and object name), then record the version and a ledger entry.
+6. **Write Parquet and encrypt** one object per batch (``part-0000.parquet``, ``part-0001.parquet``,
+   ...) through ``EncryptedStore`` (fresh data key each, bound to dataset, version and object name).
+
+Then the version row (the manifest: its objects, counts and state ``published``) and a ledger entry
+are written. Ingestions of one dataset are serialised by a lock on the dataset's row. If anything
+fails, the savepoint is rolled back (so the data keys of the parts written are gone: the parts can
+never be decrypted) and the parts are deleted from the object store where it can still be reached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -40,7 +53,8 @@ from consent.decisions.models import Status
 from consent.decisions.status import student_statuses
 from consent.identity import IdentityField, IdentityProtector
 from consent.rosters.models import Student
-from enclave.datasets.exceptions import DatasetNotFound, InvalidDataset
+from enclave.datasets import ingest_source
+from enclave.datasets.exceptions import DatasetConflict, DatasetNotFound, InvalidDataset
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from enclave.objects.store import EncryptedStore, ObjectContext
@@ -53,6 +67,13 @@ log = get_logger(__name__)
 MAX_UPLOAD = 512 * 1024 * 1024
 """Larger files go through the command line (streamed), not an HTTP request body."""
 MAX_REPORTED = 1000
+"""Problems listed in a refusal (all are counted)."""
+MAX_QUARANTINED = 100_000
+"""Beyond this many problems the upload is refused even with quarantine: the file needs fixing."""
+LOOKUP_CHUNK = 30_000
+QUARANTINE = "quarantine.csv"
+"""The object name of a version's quarantine report."""
+DUPLICATE = "the same subject appears twice"
 PSEUDONYM = "pseudonym"
 TRUE = {"true", "1", "yes"}
 FALSE = {"false", "0", "no"}
@@ -65,6 +86,8 @@ class IngestedDetails(Details):
     version: int
     rows: int
     excluded_without_consent: int
+    quarantined: int = 0
+    parts: int = 1
     source_sha256: str
 
 
@@ -83,14 +106,17 @@ class RowError:
 class UploadRejected(ValidationFailed):
     """The upload has problems; every one is listed and nothing was stored."""
 
-    def __init__(self, errors: Sequence[RowError]) -> None:
+    def __init__(self, errors: Sequence[RowError], *, total: int | None = None, message: str = "") -> None:
         shown = [{"row": e.row, "column": e.column, "reason": e.reason} for e in errors[:MAX_REPORTED]]
+        count = total if total is not None else len(errors)
         super().__init__(
-            f"{len(errors)} problem(s) in the upload (first: row {errors[0].row}, {errors[0].column}); "
+            (f"{message}: " if message else "")
+            + f"{count} problem(s) in the upload (first: row {errors[0].row}, {errors[0].column}); "
             "nothing was stored",
-            extra={"reason": "upload_rejected", "errors": shown, "error_count": len(errors)},
+            extra={"reason": "upload_rejected", "errors": shown, "error_count": count},
         )
         self.errors = list(errors)
+        self.error_count = count
 
 
 @dataclass
@@ -102,26 +128,8 @@ class IngestReport:
     rows_in: int
     rows_stored: int
     excluded_without_consent: int
+    quarantined: int = 0
     objects: list[str] = field(default_factory=list)
-
-
-def read_upload(data: bytes, fmt: str) -> pl.DataFrame:
-    """The upload as a frame of text columns (CSV) or as stored (Parquet), or a clear 422."""
-    if len(data) > MAX_UPLOAD:
-        raise PayloadTooLarge(f"the file is larger than {MAX_UPLOAD // 2**20} MiB: use the command line")
-    try:
-        if fmt == "parquet":
-            return pl.read_parquet(io.BytesIO(data))
-        text = data.decode("utf-8-sig")
-        header = text.split("\n", 1)[0]
-        separator = ";" if header.count(";") > header.count(",") else ","
-        return pl.read_csv(io.StringIO(text), separator=separator, infer_schema=False)
-    except UnicodeDecodeError:
-        raise InvalidDataset("file", "is not UTF-8: save it as CSV UTF-8", code="not_utf8") from None
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise InvalidDataset(
-            "file", f"cannot be read as {fmt}: {str(error)[:200]}", code="unreadable"
-        ) from None
 
 
 def _check_variable(frame: pl.DataFrame, variable: Variable) -> pl.Series:
@@ -167,31 +175,50 @@ def _check_variable(frame: pl.DataFrame, variable: Variable) -> pl.Series:
     return reasons
 
 
-def validate(frame: pl.DataFrame, schema: DatasetSchema) -> list[RowError]:
-    """Every problem of the upload against the schema (empty when it is fine)."""
-    columns = set(frame.columns)
+def check_columns(columns: Sequence[str], schema: DatasetSchema) -> list[RowError]:
+    """Problems of the header: missing declared columns and columns the schema does not know."""
+    present = set(columns)
     declared = {schema.subject_id_column, schema.school_column, *schema.drop_columns}
     declared |= {v.name for v in schema.variables}
-    errors = [RowError(1, c, "missing column") for c in sorted(declared - set(schema.drop_columns) - columns)]
-    errors += [RowError(1, c, "column not declared in the schema") for c in sorted(columns - declared)]
+    errors = [RowError(1, c, "missing column") for c in sorted(declared - set(schema.drop_columns) - present)]
+    errors += [RowError(1, c, "column not declared in the schema") for c in sorted(present - declared)]
+    return errors
+
+
+def check_rows(frame: pl.DataFrame, schema: DatasetSchema, offset: int = 0) -> list[RowError]:
+    """Problems of the values of a batch (rows numbered from ``offset``), duplicates aside."""
+    errors: list[RowError] = []
+    refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars()
+    missing = (refs.is_null() | (refs == "")).arg_true()
+    errors += [RowError(offset + int(i) + 2, schema.subject_id_column, "missing subject id") for i in missing]
+    for variable in schema.variables:
+        reasons = _check_variable(frame, variable)
+        for index in reasons.is_not_null().arg_true():
+            errors.append(RowError(offset + int(index) + 2, variable.name, str(reasons[int(index)])))
+    return errors
+
+
+def validate(frame: pl.DataFrame, schema: DatasetSchema) -> list[RowError]:
+    """Every problem of a whole upload in memory against the schema (empty when it is fine)."""
+    errors = check_columns(frame.columns, schema)
     if errors:
         return errors
     if frame.height == 0:
         return [RowError(2, schema.subject_id_column, "no rows")]
-    refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars()
+    errors = check_rows(frame, schema)
     key = pl.select(
-        pl.concat_str([frame[schema.school_column].cast(pl.String), refs], separator="/")
+        pl.concat_str(
+            [
+                frame[c].cast(pl.String).str.strip_chars()
+                for c in (schema.school_column, schema.subject_id_column)
+            ],
+            separator="/",
+        )
     ).to_series()
-    first_seen = key.is_first_distinct()
-    for index in range(frame.height):
-        if refs[index] is None or refs[index] == "":
-            errors.append(RowError(index + 2, schema.subject_id_column, "missing subject id"))
-        elif not first_seen[index]:
-            errors.append(RowError(index + 2, schema.subject_id_column, "the same subject appears twice"))
-    for variable in schema.variables:
-        reasons = _check_variable(frame, variable)
-        for index in reasons.is_not_null().arg_true():
-            errors.append(RowError(int(index) + 2, variable.name, str(reasons[int(index)])))
+    errors += [
+        RowError(int(i) + 2, schema.subject_id_column, DUPLICATE)
+        for i in (~key.is_first_distinct()).arg_true()
+    ]
     return sorted(errors, key=lambda e: (e.row, e.column))
 
 
@@ -212,6 +239,229 @@ def _typed(frame: pl.DataFrame, schema: DatasetSchema) -> list[pl.Series]:
     return columns
 
 
+def _output_schema(schema: DatasetSchema) -> dict[str, pl.DataType]:
+    types: dict[str, pl.DataType] = {PSEUDONYM: pl.String()}
+    for variable in schema.variables:
+        kind = variable.type
+        types[variable.name] = (
+            pl.Float64()
+            if kind is VariableType.numeric
+            else pl.Int64()
+            if kind is VariableType.integer
+            else pl.Boolean()
+            if kind is VariableType.boolean
+            else pl.Date()
+            if kind is VariableType.date
+            else pl.Enum(variable.categories or [])
+        )
+    return types
+
+
+@dataclass
+class Progress:
+    """How far an ingestion is (for a progress bar)."""
+
+    bytes_read: int = 0
+    rows_read: int = 0
+    rows_stored: int = 0
+    parts: int = 0
+
+
+class _SeenSubjects:
+    """The subjects met so far, as 64-bit prefixes of their keyed hashes, with their row numbers.
+
+    About 16 bytes per row (32 MB for 2,000,000 rows); the prefix of an HMAC-SHA-256 is uniform,
+    so two different subjects share one with a probability of about 1e-7 in a file of 2,000,000.
+    """
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.rows = np.empty(0, dtype=np.int64)
+
+    def first_rows(self, indexes: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """The row where each subject was first met (-1 if new); then remembers the new ones."""
+        keys = np.array([int(index[:16], 16) for index in indexes], dtype=np.uint64)
+        found = np.full(len(keys), -1, dtype=np.int64)
+        if self.keys.size:
+            position = np.clip(np.searchsorted(self.keys, keys), 0, self.keys.size - 1)
+            hit = self.keys[position] == keys
+            found[hit] = self.rows[position[hit]]
+        # Within the batch: the first occurrence is new, later ones point to it.
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        repeat = np.zeros(len(keys), dtype=bool)
+        repeat[1:] = ordered[1:] == ordered[:-1]
+        starts = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(keys))))
+        first_in_batch = np.empty(len(keys), dtype=np.int64)
+        first_in_batch[order] = rows[order[starts]]
+        inner = np.zeros(len(keys), dtype=bool)
+        inner[order] = repeat
+        found = np.where((found < 0) & inner, first_in_batch, found)
+        fresh = found < 0
+        self.keys = np.concatenate([self.keys, keys[fresh]])
+        self.rows = np.concatenate([self.rows, rows[fresh]])
+        sort = np.argsort(self.keys, kind="stable")
+        self.keys, self.rows = self.keys[sort], self.rows[sort]
+        return found
+
+
+class _Quarantine:
+    """Bad rows with their problems and original values, as the CSV of the quarantine report."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.rows = 0
+
+    def add(self, frame: pl.DataFrame, offset: int, errors: Sequence[RowError]) -> None:
+        if not errors:
+            return
+        problems = pl.DataFrame(
+            {
+                "row": [e.row for e in errors],
+                "column": [e.column for e in errors],
+                "reason": [e.reason for e in errors],
+            },
+            schema={"row": pl.Int64, "column": pl.String, "reason": pl.String},
+        )
+        values = frame.with_columns(pl.all().cast(pl.String)).with_row_index("row", offset=offset + 2)
+        values = values.with_columns(pl.col("row").cast(pl.Int64))
+        joined = problems.join(values, on="row", how="left").sort("row", "column", maintain_order=True)
+        self.chunks.append(joined.write_csv(include_header=not self.chunks).encode())
+        self.count += len(errors)
+        self.rows += len({e.row for e in errors})
+        if self.count > MAX_QUARANTINED:
+            raise UploadRejected(
+                list(errors),
+                total=self.count,
+                message=f"more than {MAX_QUARANTINED:,} problems to quarantine",
+            )
+
+
+@dataclass
+class _Run:
+    """The state of one ingestion across its batches."""
+
+    session: Session
+    principal: Principal
+    store: EncryptedStore
+    protector: IdentityProtector
+    dataset: Dataset
+    schema: DatasetSchema
+    version: int
+    quarantine: bool
+    moment: datetime
+    progress: Progress = field(default_factory=Progress)
+    seen: _SeenSubjects = field(default_factory=_SeenSubjects)
+    errors: list[RowError] = field(default_factory=list)
+    error_count: int = 0
+    excluded: int = 0
+    quarantined: _Quarantine | None = None
+    written: list[ObjectContext] = field(default_factory=list)
+
+    def reject(self, errors: Sequence[RowError]) -> None:
+        self.error_count += len(errors)
+        room = MAX_REPORTED - len(self.errors)
+        if room > 0:
+            self.errors.extend(errors[:room])
+
+    def batch(self, frame: pl.DataFrame, offset: int) -> None:
+        schema = self.schema
+        if offset == 0:
+            if columns := check_columns(frame.columns, schema):
+                raise UploadRejected(columns)
+            self.quarantined = _Quarantine(frame.columns)
+        errors = check_rows(frame, schema, offset)
+        refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars().fill_null("")
+        schools = frame[schema.school_column].cast(pl.String).str.strip_chars().fill_null("")
+        has_ref = (refs != "").to_numpy()
+        present = np.flatnonzero(has_ref)
+        country = self.principal.country
+        indexes = [
+            self.protector.blind_index(self.session, IdentityField.student_ref, f"{country}/{school}/{ref}")
+            for school, ref in zip(
+                schools.gather(present).to_list(), refs.gather(present).to_list(), strict=True
+            )
+        ]
+        rows = present.astype(np.int64) + offset + 2
+        first = self.seen.first_rows(indexes, rows)
+        errors += [
+            RowError(int(row), schema.subject_id_column, f"{DUPLICATE} (first in row {int(seen)})")
+            for row, seen in zip(rows[first >= 0], first[first >= 0], strict=True)
+        ]
+        found = self._students(indexes)
+        subjects: list[str | None] = [None] * frame.height
+        for position, index in zip(present.tolist(), indexes, strict=True):
+            student = found.get(index)
+            if student is None or (self.principal.schools and student[1] not in self.principal.schools):
+                errors.append(
+                    RowError(
+                        position + offset + 2,
+                        schema.subject_id_column,
+                        "not on the roster of this school (or outside your schools)",
+                    )
+                )
+            else:
+                subjects[position] = student[0]
+        errors.sort(key=lambda e: (e.row, e.column))
+        self.progress.rows_read += frame.height
+        if errors:
+            if not self.quarantine:
+                self.reject(errors)
+            elif self.quarantined is not None:
+                self.quarantined.add(frame, offset, errors)
+        if self.error_count:
+            return  # the upload is refused: validate the rest, store nothing more
+        bad = {e.row - offset - 2 for e in errors}
+        good = [i for i in range(frame.height) if i not in bad] if bad else list(range(frame.height))
+        good_subjects = [subjects[i] for i in good]
+        statuses = student_statuses(
+            self.session, [s for s in good_subjects if s], at=self.moment, purposes=[self.dataset.purpose]
+        )
+        purpose = self.dataset.purpose
+        keep = [
+            i
+            for i, s in zip(good, good_subjects, strict=True)
+            if s and statuses.rows[s][purpose] is Status.granted
+        ]
+        self.excluded += len(good) - len(keep)
+        kept_subjects = [subjects[i] for i in keep]
+        mapping = pseudonyms.pseudonymise(
+            self.session, self.store.keys, self.dataset.domain, [s for s in kept_subjects if s]
+        )
+        selected = frame[keep] if len(keep) < frame.height else frame
+        output = pl.DataFrame(
+            [
+                pl.Series(PSEUDONYM, [mapping[s] for s in kept_subjects if s], dtype=pl.String),
+                *_typed(selected, schema),
+            ]
+        )
+        if output.height:
+            self.write(output)
+
+    def _students(self, indexes: Sequence[str]) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(indexes), LOOKUP_CHUNK):
+            part = indexes[start : start + LOOKUP_CHUNK]
+            for index, subject, school in self.session.execute(
+                select(Student.ref_index, Student.subject_id, Student.school_code).where(
+                    in_values(self.session, Student.ref_index, part), Student.erased_at.is_(None)
+                )
+            ).all():
+                found[index] = (subject, school)
+        return found
+
+    def write(self, output: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        output.write_parquet(buffer, compression="zstd")
+        ctx = ObjectContext(self.dataset.id, self.version, f"part-{len(self.written):04d}.parquet")
+        self.written.append(ctx)
+        self.store.put_object(self.session, ctx, [buffer.getvalue()])
+        self.progress.rows_stored += output.height
+        self.progress.parts += 1
+
+
 def ingest(
     session: Session,
     principal: Principal,
@@ -222,103 +472,233 @@ def ingest(
     data: bytes,
     fmt: str = "csv",
     now: datetime | None = None,
+    quarantine: bool = False,
 ) -> IngestReport:
-    """Validate, pseudonymise, filter by consent, encrypt and publish a new version (steward only)."""
+    """Validate, pseudonymise, filter by consent, encrypt and publish a new version from bytes in memory."""
+    if len(data) > MAX_UPLOAD:
+        raise PayloadTooLarge(f"the file is larger than {MAX_UPLOAD // 2**20} MiB: use the command line")
+    return ingest_stream(
+        session,
+        principal,
+        store,
+        protector,
+        dataset_id=dataset_id,
+        fmt=fmt,
+        data=data,
+        now=now,
+        quarantine=quarantine,
+    )
+
+
+def ingest_stream(
+    session: Session,
+    principal: Principal,
+    store: EncryptedStore,
+    protector: IdentityProtector,
+    *,
+    dataset_id: str,
+    fmt: str = "csv",
+    path: Path | None = None,
+    data: bytes | None = None,
+    chunks: Callable[[], Iterable[bytes]] | None = None,
+    source_sha256: str | None = None,
+    quarantine: bool = False,
+    version: int | None = None,
+    now: datetime | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    batch_bytes: int = ingest_source.BATCH_BYTES,
+    batch_rows: int = ingest_source.BATCH_ROWS,
+) -> IngestReport:
+    """Ingest an upload of any size batch by batch and publish it as one new version (steward only).
+
+    The upload is a file (``path``), bytes (``data``) or a stream of chunks (``chunks``, a callable
+    giving a fresh iterable). ``version`` is a version number reserved by an ingestion job (its row
+    in state ``ingesting``); otherwise the next number is taken. Raises ``UploadRejected`` (422,
+    every problem located) if the upload is refused, ``StorageUnavailable`` (503, retryable) if the
+    object store fails; in both cases nothing is published and the caller's session is as before.
+    """
     if not principal.has(Role.data_steward) or principal.country is None:
         raise Forbidden(
             "only a data steward of a country uploads research data", extra={"reason": "not_a_steward"}
         )
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.destroyed_at is not None:
-        raise DatasetNotFound(dataset_id)
-    schema = DatasetSchema.model_validate(dataset.schema)
-    frame = read_upload(data, fmt)
-    errors = validate(frame, schema)
-    if errors:
-        raise UploadRejected(errors)
-    country = principal.country
-    schools = frame[schema.school_column].cast(pl.String).str.strip_chars().to_list()
-    refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars().to_list()
-    indexes = [
-        protector.blind_index(session, IdentityField.student_ref, f"{country}/{school}/{ref}")
-        for school, ref in zip(schools, refs, strict=True)
-    ]
-    found: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(indexes), 30_000):
-        part = indexes[start : start + 30_000]
-        for index, subject, school in session.execute(
-            select(Student.ref_index, Student.subject_id, Student.school_code).where(
-                in_values(session, Student.ref_index, part), Student.erased_at.is_(None)
+    if fmt not in ("csv", "parquet"):
+        raise InvalidDataset("format", "must be csv or parquet", code="unknown_format")
+    savepoint = session.begin_nested()
+    run: _Run | None = None
+    try:
+        dataset = session.get(Dataset, dataset_id, with_for_update=True)
+        if dataset is None or dataset.destroyed_at is not None:
+            raise DatasetNotFound(dataset_id)
+        schema = DatasetSchema.model_validate(dataset.schema)
+        reserved = None
+        if version is not None:
+            reserved = session.execute(
+                select(DatasetVersion).where(
+                    DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version
+                )
+            ).scalar_one()
+            if reserved.state == VersionState.published.value:
+                raise DatasetConflict(
+                    f"version {version} of {dataset.id} is already published", code="published"
+                )
+        number = (
+            version
+            or (
+                session.execute(
+                    select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+                ).scalar_one()
+                or 0
             )
-        ).all():
-            found[index] = (subject, school)
-    unknown = [
-        RowError(
-            row + 2, schema.subject_id_column, "not on the roster of this school (or outside your schools)"
+            + 1
         )
-        for row, index in enumerate(indexes)
-        if index not in found or (principal.schools and found[index][1] not in principal.schools)
-    ]
-    if unknown:
-        raise UploadRejected(unknown)
-    moment = now or datetime.now(UTC)
-    subjects = [found[index][0] for index in indexes]
-    statuses = student_statuses(session, subjects, at=moment, purposes=[dataset.purpose])
-    keep = [statuses.rows[s][dataset.purpose] is Status.granted for s in subjects]
-    kept_subjects = [s for s, k in zip(subjects, keep, strict=True) if k]
-    mapping = pseudonyms.pseudonymise(session, store.keys, dataset.domain, kept_subjects)
-    output = pl.DataFrame(
-        [pl.Series(PSEUDONYM, [mapping[s] for s in kept_subjects], dtype=pl.String)]
-        + [column.filter(pl.Series(keep)) for column in _typed(frame, schema)]
-    )
-    version_number = (
-        session.execute(
-            select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
-        ).scalar_one()
-        or 0
-    ) + 1
-    buffer = io.BytesIO()
-    output.write_parquet(buffer, compression="zstd")
-    name = "part-0000.parquet"
-    store.put_object(session, ObjectContext(dataset.id, version_number, name), [buffer.getvalue()])
-    source_sha256 = hashlib.sha256(data).hexdigest()
-    session.add(
-        DatasetVersion(
-            dataset_id=dataset.id,
-            version=version_number,
-            state=VersionState.published.value,
-            schema=dataset.schema,
-            source_sha256=source_sha256,
-            rows=output.height,
-            excluded_without_consent=frame.height - output.height,
-            objects=[name],
-            created_by=principal.account_id,
-            published_at=moment,
+        run = _Run(
+            session,
+            principal,
+            store,
+            protector,
+            dataset,
+            schema,
+            number,
+            quarantine,
+            now or datetime.now(UTC),
         )
+        digest = hashlib.sha256()
+        stream = _source(fmt, path, data, chunks, digest)
+        for batch in ingest_source.batches(
+            fmt,
+            path=path if fmt == "parquet" else None,
+            data=data,
+            chunks=stream,
+            batch_bytes=batch_bytes,
+            batch_rows=batch_rows,
+        ):
+            run.batch(batch.frame, batch.offset)
+            run.progress.bytes_read = batch.consumed
+            if progress is not None:
+                progress(run.progress)
+        report = _publish(run, reserved, source_sha256 or digest.hexdigest())
+        savepoint.commit()
+    except BaseException:
+        if savepoint.is_active:
+            savepoint.rollback()
+        if run is not None:
+            _remove(store, run.written)
+        raise
+    if progress is not None:
+        progress(run.progress)
+    return report
+
+
+def _source(
+    fmt: str,
+    path: Path | None,
+    data: bytes | None,
+    chunks: Callable[[], Iterable[bytes]] | None,
+    digest: Any,
+) -> Callable[[], Iterable[bytes]] | None:
+    """The chunks to read (hashed on the way), or None when the file or bytes are read directly."""
+    if data is not None:
+        digest.update(data)
+        return None
+    if path is not None and fmt == "parquet":
+        for chunk in ingest_source.file_chunks(path):
+            digest.update(chunk)
+        return None
+    return _hashed(chunks if chunks is not None else _file(path), digest)
+
+
+def _file(path: Path | None) -> Callable[[], Iterable[bytes]]:
+    if path is None:
+        raise ValueError("no upload given")
+    return lambda: ingest_source.file_chunks(path)
+
+
+def _hashed(chunks: Callable[[], Iterable[bytes]], digest: Any) -> Callable[[], Iterable[bytes]]:
+    def hashing() -> Iterator[bytes]:
+        for chunk in chunks():
+            digest.update(chunk)
+            yield chunk
+
+    return hashing
+
+
+def _remove(store: EncryptedStore, written: Sequence[ObjectContext]) -> None:
+    """Delete the parts of a failed ingestion (their data keys were rolled back: they never open)."""
+    for ctx in written:
+        try:
+            store.storage.delete(ctx.storage_key)
+        except Exception:  # the store may be what failed; the bytes stay unreadable without a key
+            log.warning(
+                "enclave.ingest_part_left", dataset=ctx.dataset_id, version=ctx.version, name=ctx.name
+            )
+
+
+def _publish(run: _Run, reserved: DatasetVersion | None, source_sha256: str) -> IngestReport:
+    schema, dataset, session = run.schema, run.dataset, run.session
+    rows_in = run.progress.rows_read
+    if rows_in == 0:
+        raise UploadRejected([RowError(2, schema.subject_id_column, "no rows")])
+    if run.error_count:
+        raise UploadRejected(run.errors, total=run.error_count)
+    quarantined = run.quarantined.rows if run.quarantined else 0
+    if quarantined == rows_in and run.quarantined is not None:
+        raise UploadRejected(
+            [RowError(2, schema.subject_id_column, "every row has a problem: nothing to store")],
+            total=run.quarantined.count,
+        )
+    if not run.written:
+        run.write(pl.DataFrame(schema=_output_schema(schema)))
+    quarantine_name = None
+    if run.quarantined is not None and run.quarantined.count:
+        quarantine_name = QUARANTINE
+        run.store.put_object(
+            session, ObjectContext(dataset.id, run.version, quarantine_name), run.quarantined.chunks
+        )
+        run.written.append(ObjectContext(dataset.id, run.version, quarantine_name))
+    names = [ctx.name for ctx in run.written if ctx.name != QUARANTINE]
+    stored = run.progress.rows_stored
+    row = reserved or DatasetVersion(
+        dataset_id=dataset.id, version=run.version, created_by=run.principal.account_id
     )
+    row.state = VersionState.published.value
+    row.schema = dataset.schema
+    row.source_sha256 = source_sha256
+    row.rows = stored
+    row.excluded_without_consent = run.excluded
+    row.quarantined = quarantined if run.quarantine else None
+    row.quarantine_object = quarantine_name
+    row.objects = names
+    row.published_at = run.moment
+    if reserved is None:
+        session.add(row)
     session.flush()
     record(
         session,
-        principal.actor,
+        run.principal.actor,
         INGESTED,
         target_type="dataset",
         target_id=dataset.id,
         details=IngestedDetails(
             dataset=dataset.id,
-            version=version_number,
-            rows=output.height,
-            excluded_without_consent=frame.height - output.height,
+            version=run.version,
+            rows=stored,
+            excluded_without_consent=run.excluded,
+            quarantined=quarantined,
+            parts=len(names),
             source_sha256=source_sha256,
         ),
     )
-    log.info("enclave.dataset_ingested", dataset=dataset.id, version=version_number, rows=output.height)
+    log.info(
+        "enclave.dataset_ingested", dataset=dataset.id, version=run.version, rows=stored, parts=len(names)
+    )
     return IngestReport(
         dataset_id=dataset.id,
-        version=version_number,
-        rows_in=frame.height,
-        rows_stored=output.height,
-        excluded_without_consent=frame.height - output.height,
-        objects=[name],
+        version=run.version,
+        rows_in=rows_in,
+        rows_stored=stored,
+        excluded_without_consent=run.excluded,
+        quarantined=quarantined,
+        objects=names,
     )
 
 

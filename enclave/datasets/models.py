@@ -6,7 +6,18 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.db import Base
@@ -67,3 +78,45 @@ class DatasetVersion(Base):
     created_by: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    quarantined: Mapped[int | None] = mapped_column(Integer)
+    """Bad rows set aside in the version's quarantine report (when the steward chose quarantine)."""
+    quarantine_object: Mapped[str | None] = mapped_column(String(255))
+    """The name of the encrypted quarantine report of this version, if any (stewards read it)."""
+
+
+class JobState(StrEnum):
+    """Where an ingestion job stands."""
+
+    queued = "queued"
+    running = "running"
+    published = "published"
+    failed = "failed"
+
+
+class IngestionJob(Base):
+    """A large upload stored encrypted as a staging object and ingested by a worker.
+
+    The job reserves its version number (a version row in state ``ingesting``); a worker that dies
+    leaves the job ``running`` and nothing published, and the periodic resume sends it again.
+    """
+
+    __tablename__ = "enclave_ingestion_job"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("enclave_dataset.id", ondelete="RESTRICT"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    format: Mapped[str] = mapped_column(String(8))
+    quarantine: Mapped[bool] = mapped_column(Boolean, default=False)
+    staging_object: Mapped[str] = mapped_column(String(255))
+    source_bytes: Mapped[int] = mapped_column(BigInteger)
+    requested_by: Mapped[str] = mapped_column(String(36))
+    country: Mapped[str] = mapped_column(String(2))
+    schools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retryable: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
