@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,8 @@ forms_app = typer.Typer(help="Versioned consent forms authored as Markdown files
 consent_app.add_typer(forms_app, name="forms")
 keys_app = typer.Typer(help="Encryption keys of stored research data.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+gdpr_app = typer.Typer(help="GDPR records and evidence.", no_args_is_help=True)
+app.add_typer(gdpr_app, name="gdpr")
 console = Console(stderr=True)
 
 
@@ -524,6 +527,48 @@ def keys_retire(
     Console().print(
         f"{store.kek_name} versions below {below} are retired: nothing they wrapped opens any more"
     )
+
+
+class _RecordFormat(StrEnum):
+    markdown = "markdown"
+    json = "json"
+    csv = "csv"
+
+
+@gdpr_app.command("record-of-processing")
+def gdpr_record_of_processing(
+    fmt: Annotated[
+        _RecordFormat, typer.Option("--format", help="markdown, json or csv.")
+    ] = _RecordFormat.markdown,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of the terminal.")] = None,
+    details: Annotated[
+        Path | None,
+        typer.Option(help="TOML file naming the controller, DPO, processors, transfers (default: shipped)."),
+    ] = None,
+) -> None:
+    """Export the record of processing activities (GDPR Art. 30) from the database and the settings."""
+    from enclave.processing_record import DetailsError, RecordFormat, build_record, load_details, render
+
+    settings = _settings()
+    try:
+        loaded = load_details(details)
+    except DetailsError as exc:
+        console.print(f"cannot use the details file: {exc}", style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    components = _components(settings)
+    with components.session_factory() as session:
+        record = build_record(session, settings, loaded)
+    text = render(record, RecordFormat(fmt.value))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"record of processing written to {out}")
+    if record.placeholders:
+        console.print(
+            f"[yellow]{len(record.placeholders)} fields still read 'TO BE COMPLETED': "
+            "pass a completed --details file[/]"
+        )
 
 
 def main() -> None:
