@@ -23,7 +23,11 @@ COPY --from=build --chown=enclave:enclave /app /app
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     ENCLAVE_DATA_DIR=/var/lib/enclave
-RUN mkdir -p /var/lib/enclave && chown enclave:enclave /var/lib/enclave && chmod 0700 /var/lib/enclave
+# Mount points of the named volumes: an empty volume takes the owner and mode of the image's folder,
+# so the key folder is the unprivileged user's and private (the key backend refuses anything looser).
+RUN mkdir -p /var/lib/enclave /run/enclave-keys \
+ && chown enclave:enclave /var/lib/enclave /run/enclave-keys \
+ && chmod 0700 /var/lib/enclave /run/enclave-keys
 USER enclave
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD curl -fsS http://127.0.0.1:8000/health || exit 1
