@@ -1,0 +1,483 @@
+"""Execution of a checked query with OpenDP's Polars integration, calibrated in milliseconds.
+
+The input domain is built from the catalog's schema (never from data): the categories of
+categorical variables, the bounds of numeric ones, and a public upper bound on the number of rows
+(:data:`MAX_ROWS`). Group keys come from the catalog and are joined to the aggregate as a public
+key-set, so every catalog group is released (empty ones too) and no partition selection is needed.
+
+The privacy unit is one student: neighbouring datasets differ by the rows of one student, at most
+``rows_per_subject`` rows (symmetric distance ``d_in = rows_per_subject``).
+
+Calibration does not search: the measurement is built once with a global noise scale derived from ε
+(OpenDP's ``global_scale`` makes every noisy output cost ``1 / global_scale`` per unit of input
+distance), its privacy map is evaluated, and the scale is corrected once in proportion if the map
+says more than ε (floating-point sums carry a small rounding allowance). The released measurement's
+loss is then checked to be at most the ε charged. Measurements are cached by (query, schema, ε,
+rows per subject): a repeated query only runs the data through them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import opendp.prelude as dp
+import polars as pl
+
+from dp_queries.spec import QuerySpec, effective_bounds, keys_of
+
+if TYPE_CHECKING:
+    from dp_queries.accuracy import Preview
+from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
+
+dp.enable_features("contrib")
+dp_any: Any = dp
+"""The OpenDP prelude, untyped where its stubs miss the Polars helpers (``dp.len``, ``dp.polars``)."""
+
+MAX_ROWS = 10_000_000
+"""Public upper bound on the rows of a dataset version (part of the input domain: float sums carry a
+rounding allowance that grows with it)."""
+NOISE_DOMINATES_RATIO = 0.5
+"""A released value is flagged when its 95 % half-width exceeds this fraction of its magnitude."""
+ALPHA = 0.05
+"""Accuracy is the half-width of a (1 - ALPHA) interval: 95 %."""
+QUANTILE_CANDIDATES = 101
+"""Candidates of a quantile on a numeric variable: an even grid over the bounds."""
+RELATIVE_TOLERANCE = 1e-9
+"""Float tolerance when comparing the measurement's loss with the ε charged."""
+
+BIN = "bin"
+"""Column name of the histogram bin."""
+
+
+class PrivacyCheckFailed(RuntimeError):
+    """The built measurement would lose more than the ε charged (a bug: nothing is released)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One noisy column of the measurement, with its noise distribution and 95 % half-width."""
+
+    column: str
+    aggregate: str
+    distribution: str
+    scale: float
+    accuracy_95: float | None
+
+
+@dataclass
+class Calibrated:
+    """A measurement ready to run, with its privacy loss and the accuracy of its outputs."""
+
+    spec: QuerySpec
+    measurement: Any
+    epsilon: float
+    loss: float
+    global_scale: float
+    group_columns: list[str]
+    keys: list[tuple[Any, ...]]
+    columns: dict[str, pl.DataType]
+    outputs: dict[str, Output]
+    candidates: list[float] | None = None
+    bounds: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a researcher receives: released values with their accuracy, and the ε spent."""
+
+    statistic: str
+    epsilon_spent: float
+    rows: list[dict[str, Any]]
+    group_by: list[str]
+    variable: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored and returned form."""
+        return {
+            "statistic": self.statistic,
+            "variable": self.variable,
+            "group_by": list(self.group_by),
+            "epsilon_spent": self.epsilon_spent,
+            "confidence": 1 - ALPHA,
+            "rows": [dict(r) for r in self.rows],
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+def _dtype(variable: Variable) -> pl.DataType:
+    if variable.type is VariableType.categorical:
+        return pl.Enum(variable.categories or [])
+    if variable.type is VariableType.boolean:
+        return pl.Boolean()
+    if variable.type is VariableType.integer:
+        return pl.Int64()
+    if variable.type is VariableType.numeric:
+        return pl.Float64()
+    raise ValueError(f"{variable.name}: {variable.type} variables are not queried")
+
+
+def _element_domain(variable: Variable) -> Any:
+    if variable.type is VariableType.categorical:
+        return dp.enum_domain(pl.Series(variable.categories or [], dtype=pl.String))
+    if variable.type is VariableType.boolean:
+        return dp.atom_domain(T="bool")
+    if variable.type is VariableType.integer:
+        return dp.atom_domain(T="i64")
+    return dp.atom_domain(T="f64", nan=False)
+
+
+def _variable(schema: DatasetSchema, name: str) -> Variable:
+    variable = schema.variable(name)
+    if variable is None:
+        raise ValueError(f"unknown variable {name}: check() the spec first")
+    return variable
+
+
+def _literal(variable: Variable, value: Any) -> pl.Expr:
+    if variable.type is VariableType.boolean:
+        return pl.col(variable.name) if value else ~pl.col(variable.name)
+    return pl.col(variable.name) == pl.lit(value)
+
+
+def _needed(spec: QuerySpec) -> list[str]:
+    names = [f.variable for f in spec.filters] + list(spec.group_by)
+    if spec.variable is not None:
+        names.append(spec.variable)
+    return list(dict.fromkeys(names))
+
+
+def _numeric_bounds(variable: Variable, bounds: tuple[float, float]) -> tuple[Any, Any]:
+    if variable.type is VariableType.integer:
+        return (int(bounds[0]), int(bounds[1]))
+    return (float(bounds[0]), float(bounds[1]))
+
+
+def _candidates(variable: Variable, bounds: tuple[float, float]) -> list[float]:
+    low, high = bounds
+    if variable.type is VariableType.integer and high - low + 1 <= 1000:
+        return [float(v) for v in range(int(low), int(high) + 1)]
+    step = (high - low) / (QUANTILE_CANDIDATES - 1)
+    return [low + i * step for i in range(QUANTILE_CANDIDATES - 1)] + [high]
+
+
+def bin_labels(edges: list[float]) -> list[str]:
+    """Labels of the histogram bins: [a, b) and the last closed [a, b]."""
+    last = len(edges) - 2
+    return [f"[{a:g}, {b:g}{']' if i == last else ')'}" for i, (a, b) in enumerate(itertools.pairwise(edges))]
+
+
+@dataclass
+class _Plan:
+    columns: dict[str, pl.DataType]
+    domain: Any
+    lazyframe: pl.LazyFrame
+    group_columns: list[str]
+    keys: list[tuple[Any, ...]]
+    candidates: list[float] | None
+    bounds: tuple[float, float] | None
+
+
+def _domain(schema: DatasetSchema, variables: dict[str, Variable]) -> tuple[dict[str, pl.DataType], Any]:
+    chosen = list(variables.values())
+    if not chosen:
+        # A count over everything still reads one column to count rows of: the first queryable one.
+        chosen = [next(v for v in schema.variables if v.type is not VariableType.date)]
+    columns = {v.name: _dtype(v) for v in chosen}
+    series = [dp.series_domain(v.name, _element_domain(v)) for v in chosen]
+    margin = dp_any.polars.Margin(by=[], max_length=MAX_ROWS)
+    return columns, dp.with_margin(dp.lazyframe_domain(series), margin)
+
+
+def _filtered(spec: QuerySpec, variables: dict[str, Variable], frame: pl.LazyFrame) -> pl.LazyFrame:
+    for item in spec.filters:
+        variable = variables[item.variable]
+        values = list(dict.fromkeys(item.values))
+        condition = _literal(variable, values[0])
+        for value in values[1:]:
+            condition = condition | _literal(variable, value)
+        frame = frame.filter(condition)
+    return frame
+
+
+def _count() -> pl.Expr:
+    expression: pl.Expr = dp_any.len(signed=True).alias("count")
+    return expression
+
+
+def _aggregates(
+    spec: QuerySpec, variables: dict[str, Variable]
+) -> tuple[list[pl.Expr], tuple[float, float] | None, list[float] | None]:
+    """The noisy aggregates, the clipping bounds and the quantile candidates."""
+    if spec.statistic in ("count", "crosstab", "histogram"):
+        return [_count()], None, None
+    assert spec.variable is not None
+    variable = variables[spec.variable]
+    bounds = effective_bounds(spec, variable)
+    typed = _numeric_bounds(variable, bounds)
+    column: Any = pl.col(spec.variable)
+    if spec.statistic == "sum":
+        return [column.dp.sum(typed).alias("sum")], bounds, None
+    if spec.statistic == "mean":
+        return [column.dp.sum(typed).alias("sum"), _count()], bounds, None
+    assert spec.quantile is not None
+    candidates = _candidates(variable, bounds)
+    return [column.dp.quantile(spec.quantile, candidates).alias("quantile")], bounds, candidates
+
+
+def _plan(spec: QuerySpec, schema: DatasetSchema) -> _Plan:
+    variables = {n: _variable(schema, n) for n in _needed(spec)}
+    columns, domain = _domain(schema, variables)
+    frame = _filtered(spec, variables, pl.LazyFrame(schema=columns))
+    allowed = {f.variable: list(f.values) for f in spec.filters}
+    group_columns = list(spec.group_by)
+    key_lists: list[list[Any]] = []
+    for name in spec.group_by:
+        catalog = keys_of(variables[name]) or []
+        key_lists.append([k for k in catalog if k in allowed[name]] if name in allowed else catalog)
+    if spec.statistic == "histogram":
+        assert spec.variable is not None
+        assert spec.bins is not None
+        edges = [float(e) for e in spec.bins]
+        labels = bin_labels(edges)
+        column = pl.col(spec.variable)
+        frame = frame.filter((column >= edges[0]) & (column <= edges[-1])).with_columns(
+            column.cut(edges[1:-1], labels=labels, left_closed=True).alias(BIN)
+        )
+        group_columns.append(BIN)
+        key_lists.append(labels)
+    exprs, bounds, candidates = _aggregates(spec, variables)
+    keys: list[tuple[Any, ...]] = [()]
+    for values in key_lists:
+        keys = [(*k, v) for k in keys for v in values]
+    if group_columns:
+        key_frame = pl.LazyFrame(
+            [
+                pl.Series(
+                    name, [k[i] for k in keys], dtype=pl.Categorical() if name == BIN else columns[name]
+                )
+                for i, name in enumerate(group_columns)
+            ]
+        )
+        plan = key_frame.join(
+            frame.group_by(group_columns).agg(exprs), on=group_columns, how="left", nulls_equal=True
+        )
+    else:
+        plan = frame.select(exprs)
+    return _Plan(columns, domain, plan, group_columns, keys, candidates, bounds)
+
+
+def _summary(measurement: Any) -> dict[str, Output]:
+    table = dp.summarize_polars_measurement(measurement, alpha=ALPHA)
+    outputs: dict[str, Output] = {}
+    for row in table.iter_rows(named=True):
+        accuracy = row.get("accuracy")
+        outputs[row["column"]] = Output(
+            column=row["column"],
+            aggregate=row["aggregate"],
+            distribution=row["distribution"],
+            scale=float(row["scale"]),
+            accuracy_95=float(accuracy) if accuracy is not None and math.isfinite(accuracy) else None,
+        )
+    return outputs
+
+
+def _build(plan: _Plan, global_scale: float) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return dp.m.make_private_lazyframe(
+            plan.domain,
+            dp.symmetric_distance(),
+            dp.max_divergence(),
+            plan.lazyframe,
+            global_scale=global_scale,
+        )
+
+
+_CACHE: OrderedDict[tuple[str, str, str, int], Calibrated] = OrderedDict()
+_CACHE_SIZE = 256
+_CACHE_LOCK = threading.Lock()
+
+
+def calibrate(
+    spec: QuerySpec, schema: DatasetSchema, epsilon: Decimal | float, *, rows_per_subject: int = 1
+) -> Calibrated:
+    """The measurement of ``spec`` whose privacy loss is at most (and close to) ``epsilon``.
+
+    Raises :class:`PrivacyCheckFailed` if OpenDP's privacy map says more than ε (never released).
+    """
+    if rows_per_subject < 1:
+        raise ValueError("rows_per_subject is at least 1")
+    target = float(epsilon)
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError("epsilon must be positive")
+    key = (
+        spec.model_dump_json(exclude={"epsilon", "accuracy"}),
+        schema.model_dump_json(),
+        repr(target),
+        rows_per_subject,
+    )
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+            return cached
+    plan = _plan(spec, schema)
+    d_in = rows_per_subject
+    # With a global scale s, each noisy output costs about d_in / s: start there and correct once.
+    noisy = 2 if spec.statistic == "mean" else 1
+    scale = d_in * noisy / target
+    measurement = _build(plan, scale)
+    loss = float(measurement.map(d_in))
+    for _ in range(3):
+        if loss <= target * (1 + RELATIVE_TOLERANCE) and loss >= target * (1 - 1e-6):
+            break
+        scale *= loss / target * (1 + 1e-12)
+        measurement = _build(plan, scale)
+        loss = float(measurement.map(d_in))
+    if loss > target * (1 + RELATIVE_TOLERANCE):
+        raise PrivacyCheckFailed(f"measurement loses ε = {loss} > {target} charged")
+    calibrated = Calibrated(
+        spec=spec,
+        measurement=measurement,
+        epsilon=target,
+        loss=loss,
+        global_scale=scale,
+        group_columns=plan.group_columns,
+        keys=plan.keys,
+        columns=plan.columns,
+        outputs=_summary(measurement),
+        candidates=plan.candidates,
+        bounds=plan.bounds,
+    )
+    with _CACHE_LOCK:
+        _CACHE[key] = calibrated
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return calibrated
+
+
+def prepare(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The columns the measurement reads, typed as its domain says (no copy when already so)."""
+    if frame.height > MAX_ROWS:
+        raise ValueError(f"more than {MAX_ROWS} rows: above the engine's public row bound")
+    missing = [n for n in columns if n not in frame.columns]
+    if missing:
+        raise ValueError(f"the frame lacks {', '.join(missing)}")
+    return frame.select(
+        pl.col(n) if frame.schema[n] == dtype else pl.col(n).cast(dtype) for n, dtype in columns.items()
+    )
+
+
+def _flag(estimate: float | None, accuracy: float | None) -> bool | None:
+    if estimate is None or accuracy is None:
+        return None
+    return accuracy > NOISE_DOMINATES_RATIO * abs(estimate)
+
+
+def _as_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def release(
+    spec: QuerySpec,
+    schema: DatasetSchema,
+    frame: pl.DataFrame,
+    epsilon: Decimal,
+    *,
+    rows_per_subject: int = 1,
+) -> Release:
+    """Run ``spec`` (already ``check``-ed) on ``frame`` and release it, losing at most ``epsilon``.
+
+    ``frame`` holds the consenting students' rows, at most ``rows_per_subject`` per student.
+    """
+    calibrated = calibrate(spec, schema, epsilon, rows_per_subject=rows_per_subject)
+    data = prepare(frame, calibrated.columns).lazy()
+    result = calibrated.measurement(data).collect()
+    return _rows(calibrated, result)
+
+
+def _rows(calibrated: Calibrated, result: pl.DataFrame) -> Release:
+    spec = calibrated.spec
+    by_key = {tuple(row[c] for c in calibrated.group_columns): row for row in result.iter_rows(named=True)}
+    rows: list[dict[str, Any]] = []
+    for key in calibrated.keys:
+        row = by_key.get(key)
+        if row is None:
+            row = by_key.get(tuple(str(k) if isinstance(k, str) else k for k in key), {})
+        out: dict[str, Any] = {
+            ("bin" if name == BIN else name): value
+            for name, value in zip(calibrated.group_columns, key, strict=True)
+        }
+        out.update(_estimate(calibrated, row))
+        rows.append(out)
+    details: dict[str, Any] = {}
+    if calibrated.bounds is not None:
+        details["bounds"] = list(calibrated.bounds)
+    if calibrated.candidates is not None:
+        details["candidates"] = {
+            "count": len(calibrated.candidates),
+            "step": (calibrated.candidates[1] - calibrated.candidates[0])
+            if len(calibrated.candidates) > 1
+            else None,
+        }
+    return Release(
+        statistic=spec.statistic,
+        epsilon_spent=calibrated.loss,
+        rows=rows,
+        group_by=list(spec.group_by),
+        variable=spec.variable,
+        details=details,
+    )
+
+
+def _estimate(calibrated: Calibrated, row: dict[str, Any]) -> dict[str, Any]:
+    spec = calibrated.spec
+    outputs = calibrated.outputs
+    if spec.statistic == "mean":
+        assert calibrated.bounds is not None
+        total, count = _as_float(row.get("sum")), _as_float(row.get("count"))
+        low, high = calibrated.bounds
+        if total is None or count is None:
+            return {"statistic": "mean", "estimate": None, "accuracy_95": None, "noise_dominates": None}
+        size = max(count, 1.0)
+        estimate = min(max(total / size, low), high)
+        sum_acc: float = outputs["sum"].accuracy_95 or 0.0
+        count_acc: float = outputs["count"].accuracy_95 or 0.0
+        # First-order half-width of S/N from those of S and N (each at 95 %), capped by the bounds.
+        accuracy = min((sum_acc + abs(estimate) * count_acc) / size, high - low)
+        return {
+            "statistic": "mean",
+            "estimate": estimate,
+            "accuracy_95": accuracy,
+            "noise_dominates": count_acc > NOISE_DOMINATES_RATIO * size or _flag(estimate, accuracy),
+        }
+    column = {
+        "count": "count",
+        "crosstab": "count",
+        "histogram": "count",
+        "sum": "sum",
+        "quantile": "quantile",
+    }[spec.statistic]
+    value = _as_float(row.get(column))
+    half_width = outputs[column].accuracy_95 if column in outputs else None
+    return {
+        "statistic": spec.statistic,
+        "estimate": value,
+        "accuracy_95": half_width,
+        "noise_dominates": _flag(value, half_width),
+    }
+
+
+def preview(spec: QuerySpec, schema: DatasetSchema, *, rows_per_subject: int = 1) -> Preview:
+    """ε and the 95 % half-width per statistic, without data or budget (see :mod:`dp_queries.accuracy`)."""
+    from dp_queries.accuracy import preview as _preview
+
+    return _preview(spec, schema, rows_per_subject=rows_per_subject)
