@@ -1,0 +1,1 @@
+"""Baselines of the dp-queries benchmark that run outside the product's environment."""
