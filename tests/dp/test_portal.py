@@ -8,17 +8,28 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
 import pyotp
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from access.accounts.models import Account
 from access.audit.actions import Role
 from access.principal import Principal
 from access.projects import decisions
 from access.projects import service as projects
+from consent.decisions.schemas import DecisionCreate
+from consent.decisions.service import record_decision
+from consent.identity import IdentityProtector
+from consent.rosters.importing import import_students
+from consent.rosters.importing_guardians import import_guardians
+from consent.rosters.models import Guardian, Guardianship, Student
 from enclave.datasets import service as catalog
+from enclave.datasets.ingestion import ingest
 from enclave.datasets.schemas import DatasetCreate
+from enclave.objects.store import EncryptedStore
+from enclave.synthetic import generate
+from tests.support.consent import load_rules, make_form
 from tests.support.projects import make_principal, proposal, terms
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -59,11 +70,16 @@ def sign_in_page(client, user, target: str = "/staff/research") -> None:
     assert answer.headers["location"] == target
 
 
-def make_dataset(db_session) -> None:
-    steward = make_principal(db_session, Role.data_steward)
+def _steward(session) -> Principal:
+    base = make_principal(session, Role.data_steward)
+    return Principal(account_id=base.account_id, roles=base.roles, country="ES", schools=frozenset())
+
+
+def make_dataset(session, steward: Principal | None = None) -> None:
+    """The dataset in the catalog (no version yet)."""
     catalog.create_dataset(
-        db_session,
-        steward,
+        session,
+        steward or _steward(session),
         DatasetCreate.model_validate(
             {
                 "id": DATASET,
@@ -75,6 +91,65 @@ def make_dataset(db_session) -> None:
             }
         ),
     )
+
+
+def _age(student: Student) -> int:
+    now = datetime.now(UTC)
+    return now.year - student.birth_year - (1 if now.month <= student.birth_month else 0)
+
+
+def publish_dataset(session, components, *, students: int = 200) -> int:
+    """A Spanish school's roster (about ``students``), every student's questionnaires consent
+    granted, the dataset published with their answers; the number of students stored."""
+    load_rules(session)
+    steward = _steward(session)
+    protector = IdentityProtector(components.keys)
+    data = generate(students=students * 6, schools=6, seed=11)  # one school per country
+    roster = data.students.filter(pl.col("country") == "ES")
+    school = roster["school"][0]
+    import_students(session, steward, protector, roster.write_csv().encode())
+    import_guardians(
+        session, steward, protector, data.guardians.filter(pl.col("school") == school).write_csv().encode()
+    )
+    form = make_form(session, "ES", "es")
+    guardian_text = next(t.sha256 for t in form.texts if t.audience == "guardian")
+    child_text = next(t.sha256 for t in form.texts if t.audience == "child")
+    for student in session.execute(select(Student).where(Student.school_code == school)).scalars():
+        guardian = (
+            session.execute(
+                select(Guardian)
+                .join(Guardianship, Guardianship.guardian_id == Guardian.id)
+                .where(Guardianship.student_id == student.id)
+            )
+            .scalars()
+            .first()
+        )
+        age = _age(student)
+        # Spain: the guardians decide below 14 (with the child's assent from 7); from 14 the student alone.
+        deciders = [("student", None, child_text)] if age >= 14 else [("guardian", guardian, guardian_text)]
+        if 7 <= age < 14:
+            deciders.append(("student", None, child_text))
+        for by, who, text in deciders:
+            record_decision(
+                session,
+                steward.actor,
+                DecisionCreate(
+                    subject_id=student.subject_id,
+                    decided_by=by,
+                    guardian_id=who.guardian_id if who else None,
+                    form_id=form.id,
+                    text_sha256=text,
+                    choices={"questionnaires": "granted"},
+                    channel="paper",
+                ),
+            )
+    make_dataset(session, steward)
+    upload = data.questionnaire.filter(pl.col("school") == school).select(
+        "student_ref", "school", "gender", "stage", "engagement", "special_needs"
+    )
+    store = EncryptedStore(None, components.keys, components.storage)
+    report = ingest(session, steward, store, protector, dataset_id=DATASET, data=upload.write_csv().encode())
+    return report.rows_stored
 
 
 def make_project(
@@ -149,3 +224,7 @@ def test_the_builder_refuses_someone_elses_project_with_a_message(client, world)
     assert page.status_code == 404
     assert "This is not one of your projects." in page.text
     assert "Bob&#39;s other project" not in page.text
+
+
+def test_world_publishes_the_dataset(db_session, components):
+    assert publish_dataset(db_session, components) > 150
