@@ -30,6 +30,7 @@ MODEL_MODULES = [
     "consent.invitations.models",
     "enclave.objects.models",
     "enclave.datasets.models",
+    "dp_queries.models",
 ]
 """Every module that defines tables; imported so metadata and migrations see them all."""
 

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         description="A research project granted a privacy budget (ε) above this needs a second approver "
         "(DPO or admin), distinct from the first.",
     )
+    dp_async_row_threshold: Annotated[int, Field(ge=0)] = Field(
+        500_000,
+        description="A DP query on a dataset version with more rows than this runs on the worker "
+        "(202 with a job to poll); smaller ones answer at once.",
+    )
     token_issuer: str = Field("", description="`iss` claim of access tokens. Empty means the public URL.")
     token_audience: str = Field("letscare-enclave-api", description="`aud` claim of access tokens.")
     access_token_ttl_seconds: Annotated[int, Field(ge=60, le=900)] = Field(

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
+from dp_queries.spec import keys_of
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 
 STATISTICS = {
@@ -26,7 +27,20 @@ STATISTICS = {
 }
 NEEDS_VARIABLE = frozenset({"sum", "mean", "quantile", "histogram"})
 NUMERIC = frozenset({VariableType.numeric, VariableType.integer})
-GROUPABLE = frozenset({VariableType.categorical, VariableType.boolean})
+FIELD_LABELS = {
+    "project_id": "Project",
+    "dataset": "Dataset",
+    "version": "Dataset version",
+    "statistic": "Statistic",
+    "variable": "Numeric variable",
+    "group_by": "Group by",
+    "filters": "Filters",
+    "bounds": "Bounds",
+    "quantile": "Quantile",
+    "bins": "Bin edges",
+    "epsilon": "ε",
+    "accuracy": "Target accuracy",
+}
 FIELD_IDS = {
     "project_id": "project",
     "dataset": "dataset",
@@ -63,7 +77,7 @@ class Choices:
     @property
     def names(self) -> list[str]:
         """Every variable the project may use in this dataset."""
-        return [v.name for v in (*self.numeric, *self.groupable)]
+        return list(dict.fromkeys(v.name for v in (*self.numeric, *self.groupable)))
 
 
 def allowed_names(dataset: str, allowed_variables: Sequence[str] | None) -> list[str]:
@@ -77,15 +91,21 @@ def choices(schema: DatasetSchema, allowed: Sequence[str]) -> Choices:
     permitted = [v for v in schema.variables if v.name in set(allowed)]
     return Choices(
         numeric=[v for v in permitted if v.type in NUMERIC],
-        groupable=[v for v in permitted if v.type in GROUPABLE],
+        groupable=[v for v in permitted if keys_of(v) is not None],
     )
 
 
 def category_values(variable: Variable) -> list[str]:
-    """The public values of a categorical or boolean variable."""
+    """The public values of a variable that may be grouped or filtered on, as form values."""
     if variable.type is VariableType.boolean:
         return ["true", "false"]
-    return list(variable.categories or [])
+    return [str(key) for key in keys_of(variable) or []]
+
+
+def field_of(location: str) -> str:
+    """The form field of a spec location such as ``spec.filters[0].values[1]``."""
+    name = location.removeprefix("body.").removeprefix("spec.")
+    return name.split("[", 1)[0].split(".", 1)[0]
 
 
 @dataclass
@@ -160,6 +180,8 @@ class QueryForm:
             typed: list[Any] = list(values)
             if variable is not None and variable.type is VariableType.boolean:
                 typed = [v == "true" for v in values]
+            elif variable is not None and variable.type is VariableType.integer:
+                typed = [int(v) if v.lstrip("-").isdigit() else v for v in values]
             filters.append({"variable": name, "op": "in", "values": typed})
         return filters
 

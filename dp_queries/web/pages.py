@@ -19,20 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from access.audit.actions import Role
 from access.principal import Principal
 from access.projects import repository as projects
 from access.projects.models import ProjectStatus, ResearchProject
 from access.projects.rules import grants_access
+from access.web import security
 from access.web.pages import StaffPage, staff_page
+from dp_queries import engine
+from dp_queries.spec import InvalidQuery, QuerySpec, check
 from dp_queries.web import forms
+from dp_queries.web.charts import number
 from enclave.datasets import service as catalog
 from enclave.datasets.schemas import DatasetRead
 from infra.errors import EnclaveError
-from infra.web.deps import SessionDep
+from infra.web.deps import SessionDep, SettingsDep
 from infra.web.templating import templates
 
 HERE = Path(__file__).parent
@@ -219,8 +225,9 @@ def builder_context(
 
 def problem_context(problem: forms.FormProblem) -> dict[str, Any]:
     """An error message and the field it points at."""
+    message = labelled(problem)
     return {
-        "error": problem.message[:1].upper() + problem.message[1:] + ".",
+        "error": message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."),
         "problem_field": problem.field,
         "problem_anchor": forms.FIELD_IDS.get(problem.field),
     }
@@ -249,3 +256,138 @@ def builder(
         context = builder_context(rows, None, form, **problem_context(problem))
         return render(page, "research_query.html", context, status=404)
     return render(page, "research_query.html", builder_context(rows, target, form))
+
+
+async def posted_form(request: Request) -> FormData:
+    """The posted fields (no files; a bounded number of fields)."""
+    return await request.form(max_files=0, max_fields=2000)
+
+
+PostedForm = Annotated[FormData, Depends(posted_form)]
+
+
+def _problem_of(error: EnclaveError | ValidationError) -> forms.FormProblem:
+    """The form field and message of a refusal of the spec."""
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        location = ".".join(str(p) for p in first["loc"])
+        return forms.FormProblem(forms.field_of(location), str(first["msg"]).lower())
+    errors = error.extra.get("errors") or []
+    if errors:
+        first = errors[0]
+        return forms.FormProblem(forms.field_of(str(first.get("field", ""))), str(first.get("message", "")))
+    return forms.FormProblem("", error.detail)
+
+
+def labelled(problem: forms.FormProblem) -> str:
+    """The message with the name of its field, as the form labels it."""
+    label = forms.FIELD_LABELS.get(problem.field)
+    return f"{label}: {problem.message}" if label else problem.message
+
+
+def spec_of(target: Target, form: forms.QueryForm) -> QuerySpec:
+    """The query the form asks, checked against the catalog and the project's grant (FormProblem)."""
+    schema = target.dataset.schema_
+    try:
+        spec = QuerySpec.model_validate(form.spec(schema))
+        check(spec, schema, target.choices.names)
+    except (ValidationError, InvalidQuery) as error:
+        raise _problem_of(error) from None
+    return spec
+
+
+def preview_of(target: Target, form: forms.QueryForm) -> dict[str, Any]:
+    """What the query would spend and how accurate it would be (no data read, nothing spent)."""
+    spec = spec_of(target, form)
+    try:
+        expected = engine.preview(spec, target.dataset.schema_)
+    except InvalidQuery as error:
+        raise _problem_of(error) from None
+    statistics = [
+        {
+            "name": str(s.get("name")),
+            "accuracy": number(float(s["accuracy_95"]))
+            if s.get("accuracy_95") is not None
+            else "depends on the data",
+        }
+        for s in expected.statistics
+    ]
+    return {
+        "epsilon": _epsilon(expected.epsilon),
+        "statistics": statistics,
+        "remaining": None,
+        "over_budget": False,
+    }
+
+
+def _fragment(**context: Any) -> str:
+    return templates.env.get_template("research_preview.html").render(**context)
+
+
+@router.post(f"{PREFIX}/preview")
+def live_preview(
+    page: ResearcherPage, session: SessionDep, settings: SettingsDep, data: PostedForm
+) -> Response:
+    """The builder's preview as JSON for the page's script: ε, accuracy per statistic and the
+    HTML of the preview region (or the reason there is none)."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    if not security.csrf_valid(page.request, settings, _text(data, security.CSRF_FIELD), page.token):
+        message = EXPIRED_FORM
+        return JSONResponse({"error": message, "html": _fragment(preview_error=message)}, status_code=400)
+    form = forms.QueryForm.from_form(data)
+    try:
+        target = resolve(session, principal, member_projects(session, principal), form.project, form.dataset)
+        preview = preview_of(target, form)
+    except forms.FormProblem as problem:
+        message = labelled(problem)
+        body = {"error": message, "field": problem.field, "html": _fragment(preview_error=message)}
+        return JSONResponse(body, status_code=422, headers={"Cache-Control": "no-store"})
+    body = {
+        "epsilon": preview["epsilon"],
+        "statistics": preview["statistics"],
+        "html": _fragment(preview=preview),
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _text(data: FormData, name: str) -> str:
+    value = data.get(name)
+    return value[:400] if isinstance(value, str) else ""
+
+
+@router.post(f"{PREFIX}/query", response_class=HTMLResponse)
+def run_query(page: ResearcherPage, session: SessionDep, settings: SettingsDep, data: PostedForm) -> Response:
+    """The builder's two buttons: preview the accuracy, or release (spending ε)."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    rows = member_projects(session, principal)
+    form = forms.QueryForm.from_form(data)
+    try:
+        target = resolve(session, principal, rows, form.project, form.dataset)
+    except forms.FormProblem as problem:
+        context = builder_context(rows, None, form, **problem_context(problem))
+        return render(page, "research_query.html", context, status=404)
+    if not security.csrf_valid(page.request, settings, _text(data, security.CSRF_FIELD), page.token):
+        context = builder_context(rows, target, form, error=EXPIRED_FORM)
+        return render(page, "research_query.html", context, status=400)
+    try:
+        preview = preview_of(target, form)
+    except forms.FormProblem as problem:
+        context = builder_context(
+            rows, target, form, preview_error=labelled(problem), **problem_context(problem)
+        )
+        return render(page, "research_query.html", context, status=422)
+    if _text(data, "action") != "release":
+        return render(page, "research_query.html", builder_context(rows, target, form, preview=preview))
+    context = builder_context(
+        rows,
+        target,
+        form,
+        preview=preview,
+        error_title="Not released.",
+        error="Releases are not available on this server yet; the preview above spent nothing.",
+    )
+    return render(page, "research_query.html", context, status=503)

@@ -152,6 +152,8 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/staff/research/static/portal.css"): PUBLIC,
     ("GET", "/staff/research"): RESEARCHER,
     ("GET", "/staff/research/query"): RESEARCHER,
+    ("POST", "/staff/research/query"): RESEARCHER,
+    ("POST", "/staff/research/preview"): RESEARCHER,
     # family pages (family session cookie, not staff roles)
     ("GET", "/f/{token}"): PUBLIC,
     ("GET", "/code"): PUBLIC,

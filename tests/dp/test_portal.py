@@ -222,8 +222,74 @@ def test_the_builder_refuses_someone_elses_project_with_a_message(client, world)
     sign_in_page(client, world["alice"])
     page = client.get(f"/staff/research/query?project={world['bob_project']}&dataset={DATASET}")
     assert page.status_code == 404
-    assert "This is not one of your projects." in page.text
+    assert "Project: this is not one of your projects." in page.text
     assert "Bob&#39;s other project" not in page.text
+
+
+def builder_form(client, project: str, **fields: Any) -> dict[str, Any]:
+    page = client.get(f"/staff/research/query?project={project}&dataset={DATASET}")
+    form: dict[str, Any] = {
+        "csrf_token": CSRF.search(page.text).group(1),
+        "project": project,
+        "dataset": DATASET,
+        "statistic": "count",
+        "budget_by": "epsilon",
+        "epsilon": "0.5",
+    }
+    form.update(fields)
+    return form
+
+
+def test_preview_without_script_shows_epsilon_and_accuracy_and_spends_nothing(client, world):
+    sign_in_page(client, world["alice"])
+    form = builder_form(client, world["alice_project"], group_by="gender", action="preview")
+    page = client.post("/staff/research/query", data=form)
+    assert page.status_code == 200
+    region = page.text.split('id="preview"')[1].split("</section>")[0]
+    assert 'ε = <span data-preview="epsilon">0.5</span>' in region
+    assert re.search(r'<span class="stat-name">count</span>: ± [0-9.]+ at 95 %', region)
+    assert 'value="gender" checked' in page.text  # the form comes back as it was
+
+
+def test_a_target_accuracy_shows_the_epsilon_it_needs(client, world):
+    sign_in_page(client, world["alice"])
+    form = builder_form(client, world["alice_project"], budget_by="accuracy", accuracy="10", action="preview")
+    page = client.post("/staff/research/query", data=form)
+    assert page.status_code == 200
+    epsilon = re.search(r'data-preview="epsilon">([0-9.]+)<', page.text).group(1)
+    accuracy = re.search(r"count</span>: ± ([0-9.]+) at 95 %", page.text).group(1)
+    assert float(accuracy) <= 10
+    assert 0 < float(epsilon) < 1
+
+
+def test_a_refused_query_names_the_field_and_comes_back_filled_in(client, world):
+    sign_in_page(client, world["alice"])
+    form = builder_form(
+        client, world["alice_project"], statistic="crosstab", group_by="gender", action="preview"
+    )
+    page = client.post("/staff/research/query", data=form)
+    assert page.status_code == 422
+    alert = page.text.split('role="alert"')[1].split("</div>")[0]
+    assert "Group by: a cross-tabulation groups on two or more categorical variables" in alert
+    assert '<a href="#group-by">Go to the field</a>' in alert
+    assert 'id="statistic-crosstab" name="statistic" value="crosstab" checked' in page.text
+
+
+def test_live_preview_answers_json_with_the_region_html(client, world):
+    sign_in_page(client, world["alice"])
+    form = builder_form(client, world["alice_project"], statistic="mean", variable="engagement")
+    answer = client.post("/staff/research/preview", data=form)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["epsilon"] == "0.5"
+    assert [s["name"] for s in body["statistics"]] == ["sum", "count"]
+    assert 'data-preview="epsilon">0.5<' in body["html"]
+    refused = client.post("/staff/research/preview", data={**form, "variable": "stage"})
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "variable"
+    assert "not among the project&#39;s approved variables" in refused.json()["html"]
+    expired = client.post("/staff/research/preview", data={**form, "csrf_token": "forged"})
+    assert expired.status_code == 400
 
 
 def test_world_publishes_the_dataset(db_session, components):
