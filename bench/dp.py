@@ -156,25 +156,32 @@ def polars_benchmark(frame: pl.DataFrame, repeats: int) -> dict[str, dict[str, f
     return {s.name: summary(_timed(lambda s=s: s.polars(frame), repeats)) for s in _statistics()}
 
 
-def engine_benchmark(frame: pl.DataFrame, repeats: int) -> dict[str, dict[str, float]]:
-    """The engine from the researcher's JSON spec to the released (serialised) result."""
+def engine_benchmark(frame: pl.DataFrame, repeats: int) -> dict[str, Any]:
+    """The engine from the researcher's JSON spec to the released (serialised) result.
+
+    Each run asks a slightly different ε (1.000001, 1.000002, ...), so each one calibrates its
+    measurement as a new query does; ``"cached"`` holds the same runs at the same ε each time, when
+    the engine reuses the calibration of an earlier query of the same shape.
+    """
     from dp_queries import engine
     from dp_queries.spec import QuerySpec, check
 
     declared = schema()
     allowed = [v.name for v in declared.variables]
-    results = {}
+    results: dict[str, Any] = {"cached": {}}
+    counter = iter(range(1, 10**6))
     for stat in _statistics():
-        body = {"dataset": DATASET, **stat.spec, "epsilon": str(EPSILON)}
 
-        def release(body: dict[str, Any] = body) -> dict[str, Any]:
-            spec = QuerySpec.model_validate(body)
+        def release(stat: Statistic = stat, fresh: bool = True) -> dict[str, Any]:
+            epsilon = Decimal(EPSILON) + (Decimal(next(counter)) / 10**6 if fresh else 0)
+            spec = QuerySpec.model_validate({"dataset": DATASET, **stat.spec, "epsilon": str(epsilon)})
             check(spec, declared, allowed)
             assert spec.epsilon is not None
             answer: dict[str, Any] = engine.release(spec, declared, frame, spec.epsilon).to_json()
             return answer
 
         results[stat.name] = summary(_timed(release, repeats, warmup=2))
+        results["cached"][stat.name] = summary(_timed(lambda s=stat: release(s, False), repeats))
     return results
 
 
@@ -359,6 +366,14 @@ def report(quick: bool) -> list[str]:
                 f"| {_cell(noted)} | {_times(_ratio(mine, run['polars'][name]), lambda r: r <= 4)} "
                 f"| {_times(_ratio(run['opendp'][name], mine), lambda r: r >= 10)} "
                 f"| {_times(_ratio(noted, mine), lambda r: r >= 10)} |"
+            )
+    lines.append("")
+    for run in runs:
+        if "cached" in run["engine"]:
+            cached = ", ".join(f"{n} {_ms(m['median'])}" for n, m in run["engine"]["cached"].items())
+            lines.append(
+                f"This engine at {run['students']:,} students when the same ε was asked before "
+                f"(calibration reused), medians: {cached}."
             )
     lines.append("")
     for error in sorted(errors):
