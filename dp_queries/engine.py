@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import opendp.prelude as dp
 import polars as pl
 
+from dp_queries import resident
 from dp_queries.spec import QuerySpec, effective_bounds, keys_of
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Calibrated:
     group_columns: list[str]
     keys: list[tuple[Any, ...]]
     columns: dict[str, pl.DataType]
+    domain: Any
     outputs: dict[str, Output]
     candidates: list[float] | None = None
     bounds: tuple[float, float] | None = None
@@ -353,6 +355,7 @@ def calibrate(
         group_columns=plan.group_columns,
         keys=plan.keys,
         columns=plan.columns,
+        domain=plan.domain,
         outputs=_summary(measurement),
         candidates=plan.candidates,
         bounds=plan.bounds,
@@ -396,11 +399,21 @@ def release(
 ) -> Release:
     """Run ``spec`` (already ``check``-ed) on ``frame`` and release it, losing at most ``epsilon``.
 
-    ``frame`` holds the consenting students' rows, at most ``rows_per_subject`` per student.
+    ``frame`` holds the consenting students' rows (a ``pseudonym`` column identifies each student;
+    rows beyond ``rows_per_subject`` of one student are dropped). The columns the query reads are
+    handed to OpenDP once per frame and kept there (:mod:`dp_queries.resident`).
     """
     calibrated = calibrate(spec, schema, epsilon, rows_per_subject=rows_per_subject)
-    data = prepare(frame, calibrated.columns).lazy()
-    result = calibrated.measurement(data).collect()
+    if frame.height > MAX_ROWS:
+        raise ValueError(f"more than {MAX_ROWS} rows: above the engine's public row bound")
+    result = resident.run(
+        frame,
+        lambda f: prepare(f, calibrated.columns),
+        columns_key=repr(sorted(calibrated.columns.items())),
+        domain=calibrated.domain,
+        measurement=calibrated.measurement,
+        rows_per_subject=rows_per_subject,
+    )
     return _rows(calibrated, result)
 
 
