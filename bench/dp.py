@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -277,14 +278,17 @@ def size_benchmark(students: int, repeats: dict[str, int]) -> dict[str, Any]:
     return results
 
 
-FULL = {
-    "sizes": [18_000, 2_000_000],
-    "repeats": {"polars": 50, "engine": 50, "opendp": 5, "smartnoise": 5},
+PLANS: dict[str, dict[int, dict[str, int]]] = {
+    "full": {
+        18_000: {"polars": 50, "engine": 50, "opendp": 5, "smartnoise": 5},
+        2_000_000: {"polars": 20, "engine": 20, "opendp": 5, "smartnoise": 3},
+    },
+    "quick": {
+        3_000: {"polars": 10, "engine": 10, "opendp": 1, "smartnoise": 1},
+        30_000: {"polars": 10, "engine": 10, "opendp": 1, "smartnoise": 1},
+    },
 }
-QUICK = {
-    "sizes": [3_000, 30_000],
-    "repeats": {"polars": 10, "engine": 10, "opendp": 1, "smartnoise": 1},
-}
+"""Runs per size and system (each after warm-ups, except OpenDP's default release which has none)."""
 
 
 def _cell(measured: dict[str, Any] | None) -> str:
@@ -333,19 +337,21 @@ def report(quick: bool) -> list[str]:
     """Run every size and return the section's Markdown: the side-by-side table and the targets."""
     import os
 
-    plan = QUICK if quick else FULL
+    plan = PLANS["quick" if quick else "full"]
     load = os.getloadavg()[0]
-    runs = [size_benchmark(size, plan["repeats"]) for size in plan["sizes"]]
-    http = http_benchmark(plan["sizes"][0], quick)
+    runs = [size_benchmark(size, repeats) for size, repeats in plan.items()]
+    http = http_benchmark(next(iter(plan)), quick)
     names = [s.name for s in _statistics()]
     versions = runs[0]["smartnoise"]["versions"]
-    repeats = plan["repeats"]
-    cpu = _cpu()
+    counts = "; ".join(
+        f"{size:,} students: {r['engine']} (engine), {r['polars']} (Polars), {r['opendp']} (OpenDP), "
+        f"{r['smartnoise']} (SmartNoise)"
+        for size, r in plan.items()
+    )
     lines = [
-        f"{cpu}; load average at the start: {load:.1f}; ε = {EPSILON:g} per query for every system; "
-        f"median / p95 of {repeats['engine']} runs (engine, Polars), {repeats['opendp']} (OpenDP default), "
-        f"{repeats['smartnoise']} (SmartNoise SQL {versions['smartnoise-sql']} "
-        f"on opendp {versions['opendp']}).",
+        f"{_cpu()}; load average at the start: {load:.1f}. ε = {EPSILON:g} per query for every system; "
+        f"SmartNoise SQL {versions['smartnoise-sql']} on opendp {versions['opendp']}. Median / p95 of "
+        f"{counts}; {HTTP_REPEATS['quick' if quick else 'full']} through HTTP.",
         "",
         "| students | statistic | plain Polars | this engine | engine via HTTP | OpenDP default "
         "| SmartNoise SQL | engine ÷ Polars | OpenDP ÷ engine | SmartNoise ÷ engine |",
@@ -382,6 +388,12 @@ def report(quick: bool) -> list[str]:
         reason = http if isinstance(http, str) else "the HTTP API is not served yet"
         lines.append(f"³ Not measured: {reason}.")
     else:
+        for students, served in http.items():
+            lines.append(
+                f"Through HTTP: {students:,} students on one country's roster, {served['stored']:,} "
+                f"stored with consent at ingestion, {served['withdrawn']:,} of them withdrawn since "
+                "(dropped before every release)."
+            )
         lines.append(
             "⁴ Through HTTP at the smaller size only: above 500,000 rows "
             "(`ENCLAVE_DP_ASYNC_ROW_THRESHOLD`) a query answers 202 and runs on the worker."
@@ -454,13 +466,13 @@ def _http_world(url: str, students: int, folder: Path) -> dict[str, Any]:
     upgrade(engine)
     try:
         factory = make_session_factory(engine)
-        rows = _consenting_roster_and_dataset(factory, students, folder)
-        return {**_researcher_project(factory), "rows": rows}
+        counts = _consenting_roster_and_dataset(factory, students, folder)
+        return {**_researcher_project(factory), **counts}
     finally:
         engine.dispose()
 
 
-def _consenting_roster_and_dataset(factory: Any, students: int, folder: Path) -> int:
+def _consenting_roster_and_dataset(factory: Any, students: int, folder: Path) -> dict[str, int]:
     from sqlalchemy import insert, select
 
     from access.audit.actions import Role
@@ -532,7 +544,28 @@ def _consenting_roster_and_dataset(factory: Any, students: int, folder: Path) ->
             dataset_id=DATASET,
             data=upload.select("student_ref", "school", *VARIABLES).write_csv().encode(),
         )
-    return int(report.rows_stored)
+    return {"stored": int(report.rows_stored), "withdrawn": _withdraw(factory, rows)}
+
+
+def _withdraw(factory: Any, decisions: list[dict[str, Any]]) -> int:
+    """Every 50th consenting student withdraws after ingestion (their rows are dropped at release)."""
+    from sqlalchemy import insert
+
+    from consent.decisions import status_cache
+    from consent.decisions.models import Decision
+    from infra.db import session_scope
+
+    now = datetime.now(UTC)
+    withdrawals = [
+        {**row, "event_id": str(uuid.uuid4()), "choice": "withdrawn", "recorded_at": now}
+        for row in decisions
+        if row["student_id"] % 50 == 0
+    ]
+    students = sorted({row["student_id"] for row in withdrawals})
+    with session_scope(factory) as session:
+        session.execute(insert(Decision), withdrawals)
+        status_cache.refresh(session, students)
+    return len(students)
 
 
 def _researcher_project(factory: Any) -> dict[str, Any]:
@@ -630,4 +663,4 @@ def http_benchmark(students: int, quick: bool) -> dict[int, dict[str, Any]] | st
                 measured = _served_releases(base, world, repeats)
     finally:
         drop_database("enclave_bench_dp")
-    return {students: {"rows": world["rows"], **measured}}
+    return {students: {"stored": world["stored"], "withdrawn": world["withdrawn"], **measured}}
