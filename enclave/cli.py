@@ -535,6 +535,28 @@ class _RecordFormat(StrEnum):
     csv = "csv"
 
 
+def _require_current_schema(components) -> None:  # type: ignore[no-untyped-def]
+    """Exit 1 with a reason when the database cannot be reached or is not at the code's revision."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from infra.migrate import current_revision, head_revision
+
+    try:
+        current, head = current_revision(components.engine), head_revision(components.engine)
+    except SQLAlchemyError as exc:
+        console.print(f"cannot reach the database: {type(exc).__name__}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    if current != head:
+        console.print(
+            f"the database schema is at {current or 'nothing'}, the code expects {head}: "
+            "run `enclave db upgrade`",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
 @gdpr_app.command("record-of-processing")
 def gdpr_record_of_processing(
     fmt: Annotated[
@@ -556,6 +578,7 @@ def gdpr_record_of_processing(
         console.print(f"cannot use the details file: {exc}", style="red", soft_wrap=True, markup=False)
         raise typer.Exit(2) from None
     components = _components(settings)
+    _require_current_schema(components)
     with components.session_factory() as session:
         record = build_record(session, settings, loaded)
     text = render(record, RecordFormat(fmt.value))

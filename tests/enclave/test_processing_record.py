@@ -199,12 +199,12 @@ def test_a_malformed_details_file_is_refused_naming_the_field(tmp_path):
         load_details(details)
 
 
-def _cli(pg_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ENCLAVE_ENVIRONMENT": "test",
         "ENCLAVE_DATA_DIR": str(data_dir),
-        "ENCLAVE_DATABASE_URL": pg_url,
+        "ENCLAVE_DATABASE_URL": database_url,
         "ENCLAVE_LOG_LEVEL": "WARNING",
     }
     return subprocess.run(
@@ -244,3 +244,11 @@ def test_a_missing_details_file_is_a_clear_error_with_exit_code_2(pg_url, tmp_pa
     assert result.returncode == 2
     assert "cannot use the details file" in result.stderr
     assert "absent.toml" in result.stderr
+
+
+def test_a_database_never_migrated_is_a_clear_error_with_exit_code_1(tmp_path):
+    result = _cli(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "data")
+
+    assert result.returncode == 1
+    assert "run `enclave db upgrade`" in result.stderr
+    assert result.stdout == ""
