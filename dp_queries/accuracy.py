@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from dp_queries.engine import Calibrated, calibrate
+import opendp.prelude as dp
+
+from dp_queries.engine import ALPHA, Calibrated, calibrate
 from dp_queries.spec import MAX_EPSILON, InvalidQuery, QuerySpec
 from enclave.datasets.schemas import DatasetSchema
 
@@ -82,9 +84,15 @@ def epsilon_for(
 ) -> Decimal:
     """The smallest ε (rounded up to a few digits) whose 95 % half-width is at most ``accuracy``."""
     reference = calibrate(spec, schema, 1.0, rows_per_subject=rows_per_subject)
-    # Half-widths scale as 1/ε (Laplace); integer noise rounds, so check and nudge.
-    guess = _headline(reference) / accuracy
-    epsilon = _round_up(guess)
+    _headline(reference)  # refuses statistics without a data-free accuracy
+    # Calibration makes the noise scale proportional to 1/ε: the scale OpenDP says gives this
+    # accuracy fixes ε; rounding up to a few digits is then checked (and nudged if need be).
+    [output] = reference.outputs.values()
+    if output.distribution == "Integer Laplace":
+        wanted = dp.accuracy_to_discrete_laplacian_scale(float(accuracy), ALPHA)
+    else:
+        wanted = dp.accuracy_to_laplacian_scale(float(accuracy), ALPHA)
+    epsilon = _round_up(output.scale / float(wanted))
     for _ in range(20):
         if epsilon > MAX_EPSILON:
             raise InvalidQuery(

@@ -79,11 +79,12 @@ def test_a_grouped_count_lists_every_catalog_key_in_catalog_order_even_empty_one
     rows = released(spec(statistic="count", group_by=["country", "stage"]), frame)
     assert [(r["country"], r["stage"]) for r in rows] == [(c, s) for c in COUNTRIES for s in range(1, 5)]
     truth = frame.group_by("country", "stage").len()
+    empty = [r for r in rows if r["country"] == "PL"]
+    # Noise around zero, flagged as dominating (a cell may by chance land beyond twice its ± at 95 %)
+    assert all(abs(r["estimate"]) <= 25 for r in empty)
+    assert sum(r["noise_dominates"] for r in empty) >= 3
     for row in rows:
-        if row["country"] == "PL":
-            assert abs(row["estimate"]) <= 25, "an empty group is released as noise around zero"
-            assert row["noise_dominates"] is True
-        else:
+        if row["country"] != "PL":
             exact = truth.filter((pl.col("country") == row["country"]) & (pl.col("stage") == row["stage"]))[
                 "len"
             ]
