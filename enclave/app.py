@@ -25,6 +25,7 @@ from consent.invitations.router import router as consent_campaigns_router
 from consent.requests.router import router as consent_requests_router
 from consent.rosters.router import router as consent_rosters_router
 from consent.router import router as consent_rules_router
+from dp_queries.router import router as dp_router
 from dp_queries.web.pages import router as research_portal_router
 from enclave.components import Components, build_components
 from enclave.datasets.router import router as datasets_router
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(family_pages_router)
     app.include_router(steward_console_router)
     app.include_router(datasets_router)
+    app.include_router(dp_router)
     app.include_router(research_portal_router)
     templates.env.globals.setdefault("settings_public_url", settings.public_url)
     return app

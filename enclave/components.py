@@ -43,6 +43,7 @@ TASK_MODULES = [
     "consent.decisions.tasks",
     "enclave.datasets.tasks",
     "consent.invitations.tasks",
+    "dp_queries.tasks",
 ]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 

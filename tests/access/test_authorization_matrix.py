@@ -128,6 +128,16 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/api/datasets"): SIGNED_IN,
     ("GET", "/api/datasets/{dataset_id}"): SIGNED_IN,
     ("POST", "/api/datasets/{dataset_id}/versions"): frozenset({Role.data_steward}),
+    # DP queries (researchers release within their projects; members and the DPO read releases and budgets)
+    ("POST", "/api/dp/preview"): RESEARCHER,
+    ("POST", "/api/dp/queries"): RESEARCHER,
+    ("GET", "/api/dp/jobs/{job_id}"): RESEARCHER,
+    ("GET", "/api/dp/releases"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/releases/{release_id}"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/releases/{release_id}/csv"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/projects/{project_id}/budget"): frozenset({Role.researcher, Role.dpo}),
+    ("PUT", "/api/dp/projects/{project_id}/caps/{account_id}"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/budgets"): DPO,
     # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
     ("GET", "/api/consent/forms"): SIGNED_IN,
     ("POST", "/api/consent/forms"): DPO,
