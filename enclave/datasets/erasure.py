@@ -86,7 +86,7 @@ class DatasetErasure:
             ).scalar_one_or_none()
             if pseudonym is None:
                 continue
-            versions = session.execute(
+            published = session.execute(
                 select(DatasetVersion.version)
                 .where(
                     DatasetVersion.dataset_id == dataset_id,
@@ -94,7 +94,7 @@ class DatasetErasure:
                 )
                 .order_by(DatasetVersion.version)
             ).scalars()
-            targets.append((dataset_id, pseudonym, list(versions)))
+            targets.append((dataset_id, pseudonym, list(published)))
         if not targets:
             return
         store = self.store_factory()
