@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from decimal import Decimal
 from functools import cache
@@ -10,6 +11,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from dp_queries import resident
 from dp_queries.engine import MAX_ROWS, release
 from dp_queries.spec import QuerySpec, check
 from enclave.datasets.schemas import DatasetSchema
@@ -221,3 +223,19 @@ def test_a_release_takes_milliseconds_at_project_size() -> None:
             release(query, SCHEMA, frame, Decimal("1"))
             times.append(time.perf_counter() - start)
         assert sorted(times)[3] < 0.1, f"{query.statistic}: {sorted(times)[3] * 1000:.0f} ms"
+
+
+def test_a_new_frame_is_released_from_its_own_data_and_a_dropped_frame_leaves_nothing_in_opendp() -> None:
+    query = spec(statistic="count", epsilon="5")
+    everyone = questionnaire().head(300).clone()
+    assert abs(release(query, SCHEMA, everyone, Decimal("5")).rows[0]["estimate"] - 300) <= 5
+    # 100 students withdraw: the consent filter hands a new frame, released from its own rows
+    remaining = everyone.tail(200)
+    assert abs(release(query, SCHEMA, remaining, Decimal("5")).rows[0]["estimate"] - 200) <= 5
+    kept = {key[0] for key in resident._RESIDENTS}
+    assert id(everyone) in kept
+    gone = id(everyone)
+    del everyone
+    gc.collect()
+    assert gone not in {key[0] for key in resident._RESIDENTS}, "OpenDP's copy goes with the frame"
+    assert id(remaining) in {key[0] for key in resident._RESIDENTS}
