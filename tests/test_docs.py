@@ -11,8 +11,11 @@ import pytest
 import typer
 from pydantic import SecretStr
 
+from access.audit.tasks import schedule_checkpoints
 from enclave.cli import app
+from enclave.components import import_wiring
 from infra.settings import Settings
+from infra.tasks import PERIODIC_JOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATORS = ROOT / "docs" / "operators.md"
@@ -51,6 +54,15 @@ def test_the_operators_guide_lists_every_setting_with_its_default(name):
 
     assert variable in rows, f"add {variable} to a settings table in docs/operators.md"
     assert rows[variable][1] == _documented_default(name), variable
+
+
+def test_the_operators_guide_lists_every_periodic_job():
+    import_wiring()
+    schedule_checkpoints(3600)
+    text = OPERATORS.read_text(encoding="utf-8")
+
+    missing = [name for name in sorted(PERIODIC_JOBS) if f"| `{name}` |" not in text]
+    assert missing == [], "add these jobs to the periodic jobs table of docs/operators.md"
 
 
 def _test_functions(path: Path) -> set[str]:
