@@ -396,12 +396,15 @@ def release(
     epsilon: Decimal,
     *,
     rows_per_subject: int = 1,
+    frame_key: str | None = None,
 ) -> Release:
     """Run ``spec`` (already ``check``-ed) on ``frame`` and release it, losing at most ``epsilon``.
 
     ``frame`` holds the consenting students' rows (a ``pseudonym`` column identifies each student;
     rows beyond ``rows_per_subject`` of one student are dropped). The columns the query reads are
-    handed to OpenDP once per frame and kept there (:mod:`dp_queries.resident`).
+    handed to OpenDP once per frame and kept there (:mod:`dp_queries.resident`); pass
+    ``frame_key`` (e.g. dataset, version and consent digest) when the same content comes as a new
+    frame object each time, so it is handed over only once.
     """
     calibrated = calibrate(spec, schema, epsilon, rows_per_subject=rows_per_subject)
     if frame.height > MAX_ROWS:
@@ -413,6 +416,7 @@ def release(
         domain=calibrated.domain,
         measurement=calibrated.measurement,
         rows_per_subject=rows_per_subject,
+        frame_key=frame_key,
     )
     return _rows(calibrated, result)
 

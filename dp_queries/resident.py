@@ -7,10 +7,13 @@ columns a query reads are handed over once, to a fully adaptive composition odom
 measurement to that odometer's queryable. The odometer sets no limit of its own: the authoritative
 budget is in the database and is checked before the engine runs.
 
-A resident is keyed by the frame object (the decrypted-frame cache and the consent filter hand the
-same object while nothing changed), the columns and the rows per student. It is dropped when its
-frame is garbage-collected (a new version, an erasure or a withdrawal gives a new frame), and the
-least recently used ones are dropped beyond :data:`MAX_BYTES`. Frames are treated as immutable.
+A resident is keyed by the frame object, the columns and the rows per student, and dropped when its
+frame is garbage-collected (a new version, an erasure or a withdrawal gives a new frame). A caller
+that derives a new frame object for the same content each time (e.g. a consent filter that drops
+the same students again) passes a ``frame_key`` naming that content instead (dataset, version and
+the digest of the consenting students); such residents live until :data:`MAX_KEYED` newer keys
+replace them or :func:`forget` is called. The least recently used residents are dropped beyond
+:data:`MAX_BYTES`. Frames are treated as immutable.
 
 The privacy unit is enforced here: a student contributes at most ``rows_per_subject`` rows; extra
 rows of one pseudonym are dropped before the data reaches OpenDP. A frame without a ``pseudonym``
@@ -30,6 +33,8 @@ import polars as pl
 
 MAX_BYTES = 1 << 30
 """Memory kept by resident copies (the data's estimated size), least recently used dropped first."""
+MAX_KEYED = 8
+"""Distinct ``frame_key`` contents kept (oldest dropped first)."""
 SUBJECT = "pseudonym"
 
 
@@ -41,7 +46,7 @@ class _Resident:
 
 
 _LOCK = threading.Lock()
-_RESIDENTS: OrderedDict[tuple[int, str, int], _Resident] = OrderedDict()
+_RESIDENTS: OrderedDict[tuple[int | str, str, int], _Resident] = OrderedDict()
 _MOST_ROWS: dict[int, int] = {}
 """Most rows of one student, per live frame (by id, dropped with the frame)."""
 _WATCHED: set[int] = set()
@@ -99,13 +104,19 @@ def run(
     domain: Any,
     measurement: Any,
     rows_per_subject: int,
+    frame_key: str | None = None,
 ) -> pl.DataFrame:
     """Release ``measurement`` on ``frame``'s data kept in OpenDP (handed over on first use).
 
-    ``prepared(frame)`` gives the typed columns of the domain.
+    ``prepared(frame)`` gives the typed columns of the domain; ``frame_key``, if given, names the
+    frame's content (two frames with the same key must hold the same rows).
     """
-    key = (id(frame), columns_key, rows_per_subject)
-    _watch(frame)
+    key: tuple[int | str, str, int]
+    if frame_key is None:
+        key = (id(frame), columns_key, rows_per_subject)
+        _watch(frame)
+    else:
+        key = ("key:" + frame_key, columns_key, rows_per_subject)
     with _LOCK:
         resident = _RESIDENTS.get(key)
         if resident is not None:
@@ -116,6 +127,10 @@ def run(
         resident = _Resident(odometer(data.lazy()), int(data.estimated_size()), threading.Lock())
         with _LOCK:
             _RESIDENTS[key] = resident
+            keyed = list(dict.fromkeys(k[0] for k in _RESIDENTS if isinstance(k[0], str)))
+            for old in keyed[: max(0, len(keyed) - MAX_KEYED)]:
+                for stale in [k for k in _RESIDENTS if k[0] == old]:
+                    del _RESIDENTS[stale]
             total = sum(r.nbytes for r in _RESIDENTS.values())
             while total > MAX_BYTES and len(_RESIDENTS) > 1:
                 _, dropped = _RESIDENTS.popitem(last=False)

@@ -239,3 +239,17 @@ def test_a_new_frame_is_released_from_its_own_data_and_a_dropped_frame_leaves_no
     gc.collect()
     assert gone not in {key[0] for key in resident._RESIDENTS}, "OpenDP's copy goes with the frame"
     assert id(remaining) in {key[0] for key in resident._RESIDENTS}
+
+
+def test_a_frame_key_hands_the_same_content_over_once_even_as_new_frame_objects() -> None:
+    query = spec(statistic="count", epsilon="5")
+    source = questionnaire().head(400)
+    before = len(resident._RESIDENTS)
+    for _ in range(3):
+        kept = source.filter(pl.col("stage") != 4)  # a consent filter's new frame each time
+        estimate = release(query, SCHEMA, kept, Decimal("5"), frame_key="q/1/digest-a").rows[0]["estimate"]
+        assert abs(estimate - kept.height) <= 5
+    assert len(resident._RESIDENTS) == before + 1
+    fewer = source.filter(pl.col("stage") == 1)
+    estimate = release(query, SCHEMA, fewer, Decimal("5"), frame_key="q/1/digest-b").rows[0]["estimate"]
+    assert abs(estimate - fewer.height) <= 5
