@@ -199,18 +199,49 @@ def check(
 def demo(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    students: Annotated[int, typer.Option(min=6, max=200_000, help="Synthetic students to seed.")] = 18_000,
+    schools: Annotated[int, typer.Option(min=6, max=1_000, help="Synthetic schools to seed.")] = 120,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve once seeded (--no-serve: seed and exit).")
+    ] = True,
 ) -> None:
-    """Prepare the embedded default (schema, keys, storage) and serve it."""
+    """Prepare the embedded default (schema, keys, storage), seed the demo once, and serve it."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from enclave.demo import DemoRefused, RichSteps, require_development, seed, sign_in_lines, summary_lines
     from infra.migrate import upgrade
 
+    started = time.perf_counter()
     settings = _settings()
+    try:
+        require_development(settings)
+    except DemoRefused as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(3) from None
     components = _components(settings)
     upgrade(components.engine)
     _load_default_rules(components)
     _load_demo_forms(components)
     components.keys.check()
     components.storage.check()
-    serve(host=host, port=port, workers=1)
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        report = seed(components, students=students, schools=schools, steps=RichSteps(bar))
+    out = Console()
+    for line in summary_lines(report):
+        out.print(line, soft_wrap=True, highlight=False)
+    out.print(f"ready in {time.perf_counter() - started:.1f} s", highlight=False)
+    for line in sign_in_lines(settings, f"http://{host}:{port}"):
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
+    if serve_after:
+        serve(host=host, port=port, workers=1)
 
 
 @audit_app.command("checkpoint")
