@@ -640,6 +640,36 @@ def _served_releases(base: str, world: dict[str, Any], repeats: int) -> dict[str
     return results
 
 
+@contextmanager
+def _serve(database_url: str, data_dir: Path) -> Iterator[str]:
+    """The product in one uvicorn process (as ``bench.server.serve``, waiting longer for start-up:
+    importing the app takes seconds, and much longer on a busy machine)."""
+    import os
+
+    from tests.support.processes import free_port, stop, wait_for_http
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENCLAVE_ENVIRONMENT": "test",
+        "ENCLAVE_DATA_DIR": str(data_dir),
+        "ENCLAVE_DATABASE_URL": database_url,
+        "ENCLAVE_LOG_LEVEL": "WARNING",
+    }
+    log = data_dir / "server.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "enclave.app:create_app", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/health", server, log, timeout=300)
+        yield base
+    finally:
+        stop(server)
+
+
 def http_benchmark(students: int, quick: bool) -> dict[int, dict[str, Any]] | str:
     """Each statistic through ``POST /api/dp/queries`` on the served product (or why it was not measured).
 
@@ -650,7 +680,6 @@ def http_benchmark(students: int, quick: bool) -> dict[int, dict[str, Any]] | st
     import importlib.util
 
     from bench.run import drop_database, fresh_database
-    from bench.server import serve
 
     if importlib.util.find_spec("dp_queries.router") is None:
         return "`POST /api/dp/queries` is not part of the product yet"
@@ -659,7 +688,7 @@ def http_benchmark(students: int, quick: bool) -> dict[int, dict[str, Any]] | st
     try:
         with tempfile.TemporaryDirectory(prefix="bench-dp-http-") as folder:
             world = _http_world(url, students, Path(folder))
-            with serve("enclave.app:create_app", url, Path(folder)) as base:
+            with _serve(url, Path(folder)) as base:
                 measured = _served_releases(base, world, repeats)
     finally:
         drop_database("enclave_bench_dp")
