@@ -6,6 +6,10 @@ scope, end date; never the researchers), the retention dates and periods, the se
 What it cannot know (the controller, the DPO, processors, transfers, some retention periods) comes
 from a TOML file: ``enclave/data/processing_record.toml`` by default, whose values starting with
 ``TO BE COMPLETED`` are reported as placeholders until a deployment fills them in.
+
+The record also lists, as points to check, special-category variables that are held or granted
+without an Art. 9 ground the software can see (the catalog does not tie Art. 9 flags to the
+``special_category`` consent purpose, nor project grants to an Art. 9(2) condition).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.projects.models import EPSILON_PLACES, ProjectStatus, ResearchProject
+from access.projects.models import EPSILON_PLACES, SPECIAL_CATEGORY_PURPOSE, ProjectStatus, ResearchProject
 from consent.forms.models import Purpose
 from consent.invitations.sending import LETTERS_KEPT
 from consent.invitations.service import VALID_FOR
@@ -200,6 +204,10 @@ class RecordOfProcessing(_Model):
     security_measures: list[SecurityMeasure]
     placeholders: list[str] = Field(
         description="Fields still holding a 'TO BE COMPLETED' value: the record is not complete."
+    )
+    points_to_check: list[str] = Field(
+        description="Art. 9 findings for the DPO: special-category variables held or granted without "
+        "the special_category consent purpose or an Art. 9(2) condition."
     )
 
 
@@ -425,6 +433,7 @@ def build_record(
     """Assemble the record from the database, the settings and the details file."""
     details = details or load_details()
     datasets = _datasets(session)
+    recipients = _recipients(session)
     record = RecordOfProcessing(
         generated_at=now or datetime.now(UTC),
         environment=settings.environment.value,
@@ -433,7 +442,7 @@ def build_record(
         purposes=_purposes(session, details),
         data_subjects=details.data_subjects,
         datasets=datasets,
-        recipients=_recipients(session),
+        recipients=recipients,
         other_recipients=details.recipients,
         transfers=details.transfers,
         transfers_statement=(
@@ -444,8 +453,29 @@ def build_record(
         retention=_retention(settings, details, datasets),
         security_measures=_security(settings),
         placeholders=[],
+        points_to_check=_points_to_check(datasets, recipients),
     )
     return record.model_copy(update={"placeholders": list(_placeholders(record))})
+
+
+def _points_to_check(datasets: Sequence[DatasetEntry], projects: Sequence[ProjectRecipient]) -> list[str]:
+    """Special-category variables the software lets through without an Art. 9 ground: the DPO checks."""
+    points = [
+        f"dataset {d.id} holds special-category variables ({', '.join(d.special_category_variables)}) "
+        f"under the consent purpose {d.purpose!r}, not {SPECIAL_CATEGORY_PURPOSE!r} "
+        "(Art. 9(2)(a) explicit consent)"
+        for d in datasets
+        if d.special_category_variables and d.purpose != SPECIAL_CATEGORY_PURPOSE
+    ]
+    special = {f"{d.id}.{name}" for d in datasets for name in d.special_category_variables}
+    for p in projects:
+        granted = sorted(special.intersection(p.variables))
+        if granted and p.special_category_condition is None:
+            points.append(
+                f"project {p.project_id} is granted special-category variables ({', '.join(granted)}) "
+                "without an Art. 9(2) condition"
+            )
+    return points
 
 
 def render(record: RecordOfProcessing, fmt: RecordFormat) -> str:
@@ -584,6 +614,9 @@ def _markdown(record: RecordOfProcessing) -> str:
     out += _table(
         ("measure", "how", "where"), [(m.measure, m.how, m.where) for m in record.security_measures]
     )
+    out += ["## Points to check (Art. 9)", ""]
+    out += [f"- {point}" for point in record.points_to_check] or ["None."]
+    out += [""]
     return "\n".join(out)
 
 
@@ -628,6 +661,8 @@ def _rows(record: RecordOfProcessing) -> Iterator[tuple[str, str, str, object]]:
         yield "security_measures", m.measure, "where", m.where
     for path in record.placeholders:
         yield "placeholders", path, "value", PLACEHOLDER
+    for index, point in enumerate(record.points_to_check, start=1):
+        yield "points_to_check", str(index), "finding", point
 
 
 def _csv(record: RecordOfProcessing) -> str:

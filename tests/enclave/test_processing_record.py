@@ -95,6 +95,29 @@ def test_the_record_lists_an_approved_project_as_a_recipient_with_its_grounds_an
     assert "differentially private" in project.receives
 
 
+def test_special_category_variables_without_an_article_9_ground_are_points_to_check(
+    db_session, settings, declared
+):
+    assert build_record(db_session, settings).points_to_check == [
+        "dataset wave1_students holds special-category variables (special_needs, ethnic_minority) under "
+        "the consent purpose 'questionnaires', not 'special_category' (Art. 9(2)(a) explicit consent)"
+    ]
+
+    owner = make_principal(db_session, Role.researcher)
+    dpo = make_principal(db_session, Role.dpo)
+    variables = ["wave1_students.stage", "wave1_students.special_needs"]
+    project = create_project(db_session, owner, proposal(variables=variables))
+    submit_project(db_session, owner, project.id)
+    approve_project(db_session, dpo, project.id, terms("1.0", variables=variables))
+
+    record = build_record(db_session, settings)
+    assert record.points_to_check[1] == (
+        f"project {project.id} is granted special-category variables (wave1_students.special_needs) "
+        "without an Art. 9(2) condition"
+    )
+    assert "## Points to check (Art. 9)" in render(record, RecordFormat.markdown)
+
+
 def test_the_record_names_no_researcher(db_session, settings, declared):
     record = build_record(db_session, settings)
 
