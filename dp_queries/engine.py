@@ -36,6 +36,7 @@ from dp_queries.spec import QuerySpec, effective_bounds, keys_of
 if TYPE_CHECKING:
     from dp_queries.accuracy import Preview
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
+from infra.errors import ReasonedConflict
 
 dp.enable_features("contrib")
 dp_any: Any = dp
@@ -55,6 +56,17 @@ RELATIVE_TOLERANCE = 1e-9
 
 BIN = "bin"
 """Column name of the histogram bin."""
+
+
+class DatasetTooLarge(ReasonedConflict):
+    """More rows than the engine's public bound :data:`MAX_ROWS` (part of every measurement's domain)."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(
+            f"the dataset has more rows than the query engine's bound of {MAX_ROWS:,}",
+            code="dataset_too_large",
+        )
+        self.rows = rows
 
 
 class PrivacyCheckFailed(RuntimeError):
@@ -370,7 +382,7 @@ def calibrate(
 def prepare(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
     """The columns the measurement reads, typed as its domain says (no copy when already so)."""
     if frame.height > MAX_ROWS:
-        raise ValueError(f"more than {MAX_ROWS} rows: above the engine's public row bound")
+        raise DatasetTooLarge(frame.height)
     missing = [n for n in columns if n not in frame.columns]
     if missing:
         raise ValueError(f"the frame lacks {', '.join(missing)}")
@@ -408,7 +420,7 @@ def release(
     """
     calibrated = calibrate(spec, schema, epsilon, rows_per_subject=rows_per_subject)
     if frame.height > MAX_ROWS:
-        raise ValueError(f"more than {MAX_ROWS} rows: above the engine's public row bound")
+        raise DatasetTooLarge(frame.height)
     result = resident.run(
         frame,
         lambda f: prepare(f, calibrated.columns),

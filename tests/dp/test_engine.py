@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from dp_queries import resident
-from dp_queries.engine import MAX_ROWS, release
+from dp_queries.engine import MAX_ROWS, DatasetTooLarge, release
 from dp_queries.spec import QuerySpec, check
 from enclave.datasets.schemas import DatasetSchema
 from enclave.synthetic import COUNTRIES, generate
@@ -203,8 +203,9 @@ def test_the_release_json_says_what_was_spent_and_how_sure_it_is() -> None:
 
 def test_more_rows_than_the_public_bound_are_refused() -> None:
     frame = pl.select(pl.repeat("BE", MAX_ROWS + 1).cast(pl.Enum(list(COUNTRIES))).alias("country"))
-    with pytest.raises(ValueError, match="public row bound"):
+    with pytest.raises(DatasetTooLarge) as refused:
         release(spec(statistic="count", group_by=["country"]), SCHEMA, frame, Decimal("1"))
+    assert (refused.value.status_code, refused.value.code) == (409, "dataset_too_large")
 
 
 def test_a_release_takes_milliseconds_at_project_size() -> None:
