@@ -42,8 +42,8 @@ TASK_MODULES = [
     "access.projects.tasks",
     "consent.decisions.tasks",
     "enclave.datasets.tasks",
+    "enclave.datasets.ingest_tasks",
     "consent.invitations.tasks",
-    "dp_queries.tasks",
 ]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     s3_ca_bundle: Path | None = Field(
         None, description="PEM file of certificate authorities trusted for the S3 endpoint."
     )
+    ingest_async_threshold_bytes: Annotated[int, Field(ge=0)] = Field(
+        64 * 1024 * 1024,
+        description="A dataset upload over HTTP larger than this is stored encrypted as a staging object "
+        "and ingested by a worker (202 with a job to poll); smaller ones are ingested at once.",
+    )
     key_backend: KeyBackendKind = Field(
         KeyBackendKind.file, description="Key management: file (key files in a folder) or vault (transit)."
     )

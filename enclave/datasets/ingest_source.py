@@ -112,8 +112,12 @@ class _Reader:
         wanted = batch_bytes
         while True:
             self.fill(wanted)
-            cut = len(self.pending) if self.finished else _record_end(bytes(self.pending))
-            if cut or self.finished:
+            cut = _record_end(bytes(self.pending[:wanted]))
+            if not cut and len(self.pending) > wanted:
+                cut = _record_end(bytes(self.pending))
+            if self.finished and (not cut or len(self.pending) <= wanted):
+                cut = len(self.pending)
+            if cut:
                 body = bytes(self.pending[:cut])
                 del self.pending[:cut]
                 return body

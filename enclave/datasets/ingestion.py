@@ -132,47 +132,39 @@ class IngestReport:
     objects: list[str] = field(default_factory=list)
 
 
-def _check_variable(frame: pl.DataFrame, variable: Variable) -> pl.Series:
-    """A text reason per row (null where the value is fine)."""
-    values = frame[variable.name].cast(pl.String).str.strip_chars()
+def _reason(variable: Variable) -> pl.Expr:
+    """A text reason per row (null where the value is fine), as one Polars expression."""
+    values = pl.col(variable.name).cast(pl.String).str.strip_chars()
     missing = values.is_null() | (values == "")
     kind = variable.type
+    problem: Any
     if kind is VariableType.categorical:
-        bad = ~values.is_in(variable.categories or [])
-        reason = pl.Series(["not one of the declared categories"] * frame.height)
+        problem = pl.when(~values.is_in(variable.categories or [])).then(
+            pl.lit("not one of the declared categories")
+        )
     elif kind in (VariableType.numeric, VariableType.integer):
         numbers = values.cast(pl.Float64, strict=False)
-        not_number = numbers.is_null()
-        out_of_bounds = (numbers < variable.min) | (numbers > variable.max)
-        fraction = (
-            (numbers != numbers.round(0))
-            if kind is VariableType.integer
-            else pl.Series([False] * frame.height)
-        )
-        bad = not_number | out_of_bounds.fill_null(False) | fraction.fill_null(False)
-        reason = pl.select(
-            pl.when(not_number)
+        problem = (
+            pl.when(numbers.is_null() | numbers.is_nan())
             .then(pl.lit("not a number"))
-            .when(out_of_bounds.fill_null(False))
+            .when((numbers < variable.min) | (numbers > variable.max))
             .then(pl.lit(f"outside [{variable.min:g}, {variable.max:g}]"))
-            .otherwise(pl.lit("not a whole number"))
-        ).to_series()
+        )
+        if kind is VariableType.integer:
+            problem = problem.when(numbers != numbers.round(0)).then(pl.lit("not a whole number"))
     elif kind is VariableType.boolean:
-        bad = ~values.str.to_lowercase().is_in(sorted(TRUE | FALSE))
-        reason = pl.Series(["not true/false"] * frame.height)
+        problem = pl.when(~values.str.to_lowercase().is_in(sorted(TRUE | FALSE))).then(
+            pl.lit("not true/false")
+        )
     else:
         dates = values.str.to_date("%Y-%m-%d", strict=False)
-        outside = (dates < variable.min_date) | (dates > variable.max_date)
-        bad = dates.is_null() | outside.fill_null(False)
-        reason = pl.select(
+        problem = (
             pl.when(dates.is_null())
             .then(pl.lit("not a date (YYYY-MM-DD)"))
-            .otherwise(pl.lit("outside the declared dates"))
-        ).to_series()
-    reasons = pl.select(
-        pl.when(missing).then(pl.lit("missing value")).when(bad.fill_null(True)).then(reason).otherwise(None)
-    ).to_series()
-    return reasons
+            .when((dates < variable.min_date) | (dates > variable.max_date))
+            .then(pl.lit("outside the declared dates"))
+        )
+    return pl.when(missing).then(pl.lit("missing value")).otherwise(problem).alias(variable.name)
 
 
 def check_columns(columns: Sequence[str], schema: DatasetSchema) -> list[RowError]:
@@ -191,10 +183,11 @@ def check_rows(frame: pl.DataFrame, schema: DatasetSchema, offset: int = 0) -> l
     refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars()
     missing = (refs.is_null() | (refs == "")).arg_true()
     errors += [RowError(offset + int(i) + 2, schema.subject_id_column, "missing subject id") for i in missing]
-    for variable in schema.variables:
-        reasons = _check_variable(frame, variable)
-        for index in reasons.is_not_null().arg_true():
-            errors.append(RowError(offset + int(index) + 2, variable.name, str(reasons[int(index)])))
+    reasons = frame.select([_reason(v) for v in schema.variables])
+    for name in reasons.columns:
+        column = reasons[name]
+        for index in column.is_not_null().arg_true().to_list():
+            errors.append(RowError(offset + index + 2, name, str(column[index])))
     return errors
 
 
