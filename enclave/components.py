@@ -44,6 +44,7 @@ TASK_MODULES = [
     "enclave.datasets.tasks",
     "enclave.datasets.ingest_tasks",
     "consent.invitations.tasks",
+    "dp_queries.tasks",
 ]
 """Every module that defines Celery tasks; imported by the app, the worker and beat."""
 

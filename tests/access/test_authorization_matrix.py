@@ -131,6 +131,16 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/datasets/{dataset_id}/uploads"): frozenset({Role.data_steward}),
     ("GET", "/api/datasets/{dataset_id}/ingestions/{job_id}"): frozenset({Role.data_steward}),
     ("GET", "/api/datasets/{dataset_id}/versions/{version}/quarantine"): frozenset({Role.data_steward}),
+    # DP queries (researchers release within their projects; members and the DPO read releases and budgets)
+    ("POST", "/api/dp/preview"): RESEARCHER,
+    ("POST", "/api/dp/queries"): RESEARCHER,
+    ("GET", "/api/dp/jobs/{job_id}"): RESEARCHER,
+    ("GET", "/api/dp/releases"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/releases/{release_id}"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/releases/{release_id}/csv"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/projects/{project_id}/budget"): frozenset({Role.researcher, Role.dpo}),
+    ("PUT", "/api/dp/projects/{project_id}/caps/{account_id}"): frozenset({Role.researcher, Role.dpo}),
+    ("GET", "/api/dp/budgets"): DPO,
     # consent forms and purposes (published documents: every signed-in staff member reads; the DPO publishes)
     ("GET", "/api/consent/forms"): SIGNED_IN,
     ("POST", "/api/consent/forms"): DPO,
