@@ -10,10 +10,10 @@ The privacy unit is one student: neighbouring datasets differ by the rows of one
 
 Calibration does not search: the measurement is built once with a global noise scale derived from ε
 (OpenDP's ``global_scale`` makes every noisy output cost ``1 / global_scale`` per unit of input
-distance), its privacy map is evaluated, and the scale is corrected once in proportion if the map
-says more than ε (floating-point sums carry a small rounding allowance). The released measurement's
-loss is then checked to be at most the ε charged. Measurements are cached by (query, schema, ε,
-rows per subject): a repeated query only runs the data through them.
+distance), its privacy map is evaluated, and the scale is corrected in proportion if the map says
+more or noticeably less than ε (floating-point sums carry a small rounding allowance). The released
+measurement's loss is then checked to be at most the ε charged. Measurements are cached by (query,
+schema, ε, rows per subject): a repeated query only runs the data through them.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import polars as pl
 
 from dp_queries import resident
 from dp_queries.spec import QuerySpec, effective_bounds, keys_of
+from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
+from infra.errors import ReasonedConflict
 
 if TYPE_CHECKING:
     from dp_queries.accuracy import Preview
-from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
-from infra.errors import ReasonedConflict
 
 dp.enable_features("contrib")
 dp_any: Any = dp
