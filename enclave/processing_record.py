@@ -504,6 +504,28 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str
     return [line(headers), "|" + "---|" * len(headers), *(line(r) for r in rows), ""]
 
 
+def _project_lines(p: ProjectRecipient) -> list[str]:
+    """One research project as a heading and a list: its grounds, its grant, its granted variables."""
+    by_dataset: dict[str, list[str]] = {}
+    for variable in p.variables:
+        dataset, _, name = variable.partition(".")
+        by_dataset.setdefault(dataset, []).append(name)
+    until = p.end_date.isoformat() if p.end_date else "not set"
+    lines = [
+        f"#### {p.title}",
+        "",
+        f"- project `{p.project_id}`, {p.status}, from {p.start_date.isoformat()} until {until}; "
+        f"ethics approval {p.ethics_reference}",
+        f"- purpose `{p.purpose}`; lawful basis {p.lawful_basis}; Art. 9 condition "
+        f"{p.special_category_condition or 'none'}",
+        f"- privacy budget granted: ε = {p.granted_epsilon}",
+        "- granted variables:",
+    ]
+    lines += [f"  - `{dataset}`: {', '.join(names)}" for dataset, names in by_dataset.items()]
+    lines += [f"  - `{d}`: none" for d in p.datasets if d not in by_dataset]
+    return [*lines, ""]
+
+
 def _markdown(record: RecordOfProcessing) -> str:
     out = [
         "# Record of processing activities (GDPR Art. 30(1))",
@@ -556,40 +578,9 @@ def _markdown(record: RecordOfProcessing) -> str:
             [(v.name, v.type, v.special_category, v.description) for v in d.variables],
         )
     out += ["## (d) Recipients", "", "### Approved research projects", ""]
+    for p in record.recipients:
+        out += _project_lines(p)
     if record.recipients:
-        out += _table(
-            (
-                "project",
-                "title",
-                "status",
-                "purpose",
-                "lawful basis",
-                "Art. 9 condition",
-                "ε granted",
-                "datasets",
-                "variables",
-                "from",
-                "until",
-                "ethics",
-            ),
-            [
-                (
-                    p.project_id,
-                    p.title,
-                    p.status,
-                    p.purpose,
-                    p.lawful_basis,
-                    p.special_category_condition or "",
-                    p.granted_epsilon,
-                    p.datasets,
-                    p.variables,
-                    p.start_date.isoformat(),
-                    p.end_date.isoformat() if p.end_date else "",
-                    p.ethics_reference,
-                )
-                for p in record.recipients
-            ],
-        )
         out += [f"Every project receives {ProjectRecipient.model_fields['receives'].default}.", ""]
     else:
         out += ["No research project holds a grant.", ""]
