@@ -26,6 +26,8 @@ forms_app = typer.Typer(help="Versioned consent forms authored as Markdown files
 consent_app.add_typer(forms_app, name="forms")
 keys_app = typer.Typer(help="Encryption keys of stored research data.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+datasets_app = typer.Typer(help="Research datasets: ingestion of new versions.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
 gdpr_app = typer.Typer(help="GDPR records and evidence.", no_args_is_help=True)
 app.add_typer(gdpr_app, name="gdpr")
 console = Console(stderr=True)
@@ -623,6 +625,44 @@ def gdpr_record_of_processing(
             f"[yellow]{len(record.placeholders)} fields still read 'TO BE COMPLETED': "
             "pass a completed --details file[/]"
         )
+
+
+@datasets_app.command("ingest")
+def datasets_ingest(
+    dataset_id: Annotated[str, typer.Argument(help="The dataset's id in the catalog.")],
+    file: Annotated[Path, typer.Argument(help="CSV (UTF-8) or Parquet file with the declared columns.")],
+    steward: Annotated[
+        str, typer.Option("--as", help="Email or account id of the data steward the upload is for.")
+    ],
+    quarantine: Annotated[
+        bool,
+        typer.Option("--quarantine", help="Store the good rows; set bad ones aside in an encrypted report."),
+    ] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv or parquet (default: from the file name).")
+    ] = None,
+) -> None:
+    """Ingest a file as a new version, streamed from disk with bounded memory, with a progress bar."""
+    from enclave.datasets import ingest_cli
+    from enclave.objects.store import EncryptedStore
+
+    if fmt not in (None, "csv", "parquet"):
+        console.print("[red]--format must be csv or parquet[/]")
+        raise typer.Exit(2)
+    components = _components(_settings())
+    store = EncryptedStore(None, components.keys, components.storage)
+    outcome = ingest_cli.run(
+        components.session_factory,
+        store,
+        dataset_id=dataset_id,
+        path=file,
+        who=steward,
+        fmt=fmt,
+        quarantine=quarantine,
+        console=console,
+    )
+    if outcome.code:
+        raise typer.Exit(outcome.code)
 
 
 def main() -> None:
