@@ -223,6 +223,9 @@ def demo(
         console.print(f"[bold red]{exc}[/]")
         raise typer.Exit(3) from None
     components = _components(settings)
+    from infra.logging import configure_logging
+
+    configure_logging("WARNING", settings.log_json)  # progress bars while seeding, not a line per row
     upgrade(components.engine)
     _load_default_rules(components)
     _load_demo_forms(components)
@@ -236,6 +239,7 @@ def demo(
     )
     with Progress(*columns, console=console) as bar:
         report = seed(components, students=students, schools=schools, steps=RichSteps(bar))
+    configure_logging(settings.log_level, settings.log_json)
     out = Console()
     for line in summary_lines(report):
         out.print(line, soft_wrap=True, highlight=False)

@@ -12,8 +12,9 @@ per country, with the **same checks** made in memory against the same rows:
   guardian (not once the student consents alone), the student's assent below the joint band (from
   the rule's assent age), the student's consent from the joint band;
 
-and the same effects: one ``consent.decision_recorded`` ledger entry per decision, a withdrawal
-event for each withdrawal, and the students' status-cache rows refreshed (once per country).
+and the same effects: one ``consent.decision_recorded`` ledger entry per decision and a withdrawal
+event for each withdrawal. The students' status-cache rows are invalidated rather than refreshed
+one by one (statuses are derived until the periodic refresh fills them again).
 A check failing raises the service's own exception, as the API would answer.
 """
 
@@ -251,6 +252,7 @@ def record_in_bulk(
         advance(1)
     for start in range(0, len(rows), 5_000):
         session.execute(insert(DECISIONS), rows[start : start + 5_000])
-    last = moment + timedelta(microseconds=len(submissions))
-    status_cache.refresh(session, sorted(touched), at=max(last, datetime.now(UTC)))
+    # Their cached statuses are dropped, as the cache allows for writers: until the periodic
+    # refresh (every 10 minutes) they are derived from the decisions when asked for.
+    status_cache.invalidate(session, sorted(touched))
     return len(submissions)

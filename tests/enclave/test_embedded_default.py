@@ -23,7 +23,19 @@ def test_demo_serves_health_ready_docs_and_the_base_page_on_sqlite(tmp_path):
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "enclave", "demo", "--port", str(port)],
+            # A small seed: the full demo's seeding is timed in tests/enclave/test_demo.py.
+            [
+                sys.executable,
+                "-m",
+                "enclave",
+                "demo",
+                "--students",
+                "600",
+                "--schools",
+                "12",
+                "--port",
+                str(port),
+            ],
             env=_embedded_env(tmp_path),
             cwd=tmp_path,
             stdout=out,
@@ -31,7 +43,7 @@ def test_demo_serves_health_ready_docs_and_the_base_page_on_sqlite(tmp_path):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/health", process, log)
+        wait_for_http(f"{base}/health", process, log, timeout=180)
         assert httpx.get(f"{base}/health").json() == {"status": "ok"}
         ready = httpx.get(f"{base}/ready")
         assert ready.status_code == 200, ready.text
