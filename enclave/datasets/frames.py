@@ -132,7 +132,14 @@ class FrameCache:
         Raises ``DatasetNotFound`` for an unknown or destroyed dataset or a version that is not
         published.
         """
-        target = _target(session, dataset_id, version)
+        try:
+            target = _target(session, dataset_id, version)
+        except DatasetNotFound:
+            # Destroyed, or the version is no longer published: its plaintext leaves memory now.
+            with self._lock:
+                for key in [k for k in self._entries if k[0] == dataset_id and version in (None, k[1])]:
+                    del self._entries[key]
+            raise
         key = (target.dataset_id, target.version)
         with self._lock:
             entry = self._entries.get(key)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from access.audit.actions import Details, Identifier, register_action
 from access.audit.service import Actor, record
+from enclave.datasets.frames import frames
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.objects.store import EncryptedStore, ObjectContext
 from infra.logging import get_logger
@@ -134,4 +135,6 @@ def run_retention(
                     "enclave.retention_warning", dataset=dataset.id, until=str(dataset.retention_until)
                 )
                 result.warned.append(dataset_id)
+        if dataset_id in result.destroyed:
+            frames.invalidate(dataset_id)  # committed: the plaintext this process holds goes too
     return result

@@ -123,6 +123,7 @@ def test_a_destroyed_dataset_is_not_served(db_session, session_factory, world, s
     db_session.expire_all()
     with pytest.raises(DatasetNotFound):
         cache.get(db_session, store, DATASET)
+    assert cache.cached() == [], "the destroyed dataset's plaintext left memory"
     with pytest.raises(DatasetNotFound):
         cache.get(db_session, store, DATASET, version=1)
 
