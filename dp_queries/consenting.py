@@ -73,11 +73,14 @@ FROM (SELECT MAX(id) AS newest FROM consent_decision) AS d,
       FROM consent_student) AS s,
      (SELECT COUNT(*) AS links, MAX(created_at) AS newest FROM consent_guardianship) AS g
 """
-# The transactions running now (other than the caller's): each holds the lock on its own id.
+# The transactions of this database running now (other than the caller's): each holds the lock on
+# its own id. The backends' databases come from pg_stat_activity, read afresh (it is otherwise kept
+# for the whole transaction).
 _PG_RUNNING = """,
-       (SELECT string_agg(DISTINCT CAST(transactionid AS text), ',') FROM pg_locks
-        WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
-          AND pid <> pg_backend_pid())"""
+       (SELECT string_agg(DISTINCT CAST(l.transactionid AS text), ',')
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+          AND l.pid <> pg_backend_pid() AND a.datname = current_database())"""
 
 # Instants after :t at which a status may change without a new write: a rule version coming into
 # force, a form published in advance, a grant expiring, and anything recorded "in the future" by a
@@ -106,9 +109,10 @@ class Consenting:
 @dataclass
 class _Entry:
     fingerprint: tuple[Any, ...]
+    domain: str
     frame: weakref.ref[pl.DataFrame]
-    subjects: pl.Series
-    """The subject of each row of the frame (null: a pseudonym the mapping does not know)."""
+    pairs: pl.DataFrame
+    """``pseudonym`` and ``subject`` of each row of the frame (null: a pseudonym the mapping lacks)."""
     markers: tuple[Any, ...] | None = None
     running: frozenset[int] = frozenset()
     derived_at: datetime | None = None
@@ -153,13 +157,13 @@ def consenting(session: Session, loaded: LoadedFrame, at: datetime | None = None
             if _holds(entry, markers, running, moment):
                 return _answer(loaded, entry.kept, entry.digest, entry.excluded)
     if entry is None:
-        frame_pseudonyms = loaded.frame[PSEUDONYM]
-        mapping = pseudonyms.resolve(session, loaded.domain, frame_pseudonyms.to_list())
-        subjects = frame_pseudonyms.replace_strict(
-            list(mapping), list(mapping.values()), default=None, return_dtype=pl.String
+        entry = _Entry(
+            fingerprint=fingerprint,
+            domain=loaded.domain,
+            frame=weakref.ref(loaded.frame),
+            pairs=_subjects_of(session, loaded),
         )
-        entry = _Entry(fingerprint=fingerprint, frame=weakref.ref(loaded.frame), subjects=subjects)
-    kept, excluded = _derive(session, loaded, entry.subjects, moment)
+    kept, excluded = _derive(session, loaded, entry.pairs["subject"], moment)
     result = _answer(loaded, kept, None, excluded)
     if moment >= now:  # an answer for a past instant is not kept: later writes are not in it
         entry.markers = markers
@@ -180,6 +184,27 @@ def consenting(session: Session, loaded: LoadedFrame, at: datetime | None = None
         while len(_entries) > MAX_ENTRIES:
             _entries.popitem(last=False)
     return result
+
+
+def _subjects_of(session: Session, loaded: LoadedFrame) -> pl.DataFrame:
+    """The subject of each row, from the pairs already known for the domain and the consent core's
+    mapping for the rest (a new version or a rewritten one mostly holds the same subjects)."""
+    with _lock:
+        known = [e.pairs for e in _entries.values() if e.domain == loaded.domain]
+    rows = loaded.frame.select(PSEUDONYM)
+    if known:
+        pairs = pl.concat(known).drop_nulls().unique(PSEUDONYM)
+        rows = rows.join(pairs, on=PSEUDONYM, how="left", maintain_order="left")
+    else:
+        rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias("subject"))
+    missing = rows.filter(pl.col("subject").is_null())[PSEUDONYM]
+    if missing.len():
+        mapping = pseudonyms.resolve(session, loaded.domain, missing.to_list())
+        found = rows[PSEUDONYM].replace_strict(
+            list(mapping), list(mapping.values()), default=None, return_dtype=pl.String
+        )
+        rows = rows.with_columns(pl.coalesce(pl.col("subject"), found).alias("subject"))
+    return rows
 
 
 def forget() -> None:
@@ -222,6 +247,8 @@ def _derive(
 def _markers(session: Session) -> tuple[tuple[Any, ...], frozenset[int]]:
     """What the statuses depend on, and (PostgreSQL) the other transactions running now."""
     postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(text("SELECT pg_stat_clear_snapshot()"))
     row = session.execute(text(_MARKERS.format(running=_PG_RUNNING if postgres else ""))).one()
     values = tuple(row)
     if not postgres:

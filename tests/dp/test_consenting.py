@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 from sqlalchemy import select, text
 
@@ -115,3 +117,35 @@ def test_a_transaction_running_during_the_derivation_is_waited_for(db_session, p
         other.commit()
     consenting(db_session, loaded)
     assert module.counters.derivations == derived + 1
+
+
+def test_a_pseudonym_the_consent_core_does_not_know_is_dropped(db_session, loaded):
+    stranger = loaded.frame.head(1).with_columns(pl.lit("0" * 64).alias("pseudonym"))
+    crafted = replace(loaded, version=99, frame=pl.concat([loaded.frame, stranger]))
+    result = consenting(db_session, crafted)
+    assert result.excluded == 1
+    assert result.frame.height == loaded.frame.height
+    assert "0" * 64 not in result.frame["pseudonym"].to_list()
+
+
+def test_a_new_version_is_filtered_too(db_session, enclave_world, loaded):  # noqa: F811
+    world = enclave_world
+    first = consenting(db_session, loaded)
+    ingest(
+        db_session,
+        world["steward"],
+        world["store"],
+        world["protector"],
+        dataset_id=DATASET,
+        data=world["upload"].write_csv().encode(),
+    )
+    second = FrameCache(max_bytes=2**26).get(db_session, world["store"], DATASET)
+    assert second.version == 2
+    assert consenting(db_session, second).digest == first.digest, "the same subjects"
+    subject = old_enough(db_session, world)
+    pseudonym = pseudonym_of(db_session, world, subject)
+    withdraw(db_session, world, subject, ["questionnaires"])
+    for version in (loaded, second):
+        result = consenting(db_session, version)
+        assert result.excluded == 1
+        assert pseudonym not in result.frame["pseudonym"].to_list()
