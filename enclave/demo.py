@@ -639,20 +639,34 @@ def _project(
 # -- what is printed --------------------------------------------------------------------------
 
 
+START_PAGES = {
+    Role.admin: "/docs (staff accounts: /api/admin/accounts)",
+    Role.dpo: "/staff/audit, /staff/budgets (projects: /api/projects)",
+    Role.legal_reviewer: "/staff/audit",
+    Role.data_steward: "/staff/steward/dashboard",
+    Role.researcher: "/staff/research",
+}
+"""Where each role starts after signing in."""
+
+
 def sign_in_lines(settings: Settings, address: str) -> list[str]:
     """How to sign in as each role (TOTP secrets only in development mode)."""
     lines = [
         f"LET'S CARE enclave demo at {address}",
-        f"  staff sign-in page: {address}/staff/login   API docs: {address}/docs",
-        f"  steward console: {address}/staff/steward/dashboard",
+        f"  staff sign-in page: {address}/staff/login   API docs (Authorize: code in client_secret): "
+        f"{address}/docs",
         "  Sign in with the email and password below and the 6-digit code of an authenticator app",
         "  (or `python -c \"import pyotp; print(pyotp.TOTP('SECRET').now())\"`) set up with the secret.",
         "",
     ]
     width = max(len(a.email) for a in ACCOUNTS)
+    password_width = max(len(a.password) for a in ACCOUNTS)
     for demo in ACCOUNTS:
         secret = f"  TOTP secret: {demo.totp_secret}" if settings.is_development else ""
-        lines.append(f"  {demo.role.value:<15} {demo.email:<{width}}  password: {demo.password}{secret}")
+        lines.append(
+            f"  {demo.role.value:<15} {demo.email:<{width}}  password: {demo.password:<{password_width}}"
+            f"{secret}  then {START_PAGES[demo.role]}"
+        )
     return lines
 
 

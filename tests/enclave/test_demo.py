@@ -160,6 +160,17 @@ def test_the_start_up_prints_how_to_sign_in_as_every_role_with_totp_secrets(demo
     print(f"seeding {STUDENTS} students took {demo.first_seconds:.1f} s")
 
 
+def test_the_pages_each_role_is_sent_to_exist(demo):
+    from enclave.demo import START_PAGES
+
+    for role, where in START_PAGES.items():
+        path = where.split()[0].rstrip(",")
+        answer = httpx.get(f"{demo.base}{path}", follow_redirects=False)
+        assert answer.status_code in {200, 303}, (role, path, answer.status_code)
+        if answer.status_code == 303:
+            assert answer.headers["location"].startswith("/staff/login"), (role, path)
+
+
 def test_every_demo_account_signs_in_with_its_password_and_a_totp_code(demo, tokens):
     assert len(tokens) == len(demo.accounts) == 10
     for name, token in tokens.items():
