@@ -65,6 +65,15 @@ def test_the_operators_guide_lists_every_periodic_job():
     assert missing == [], "add these jobs to the periodic jobs table of docs/operators.md"
 
 
+@pytest.mark.parametrize("path", ["docker-compose.yml", "infra/deploy/env.example"])
+def test_every_enclave_variable_of_the_deployment_files_is_a_setting(path):
+    named = set(re.findall(r"\b(ENCLAVE_[A-Z0-9_]*[A-Z0-9])\b", (ROOT / path).read_text(encoding="utf-8")))
+    known = {f"ENCLAVE_{name.upper()}" for name in Settings.model_fields}
+
+    assert named
+    assert sorted(named - known) == []
+
+
 def _test_functions(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {
