@@ -405,49 +405,50 @@ def report(quick: bool) -> list[str]:
     return lines
 
 
+def _met(values: dict[str, float], good: Callable[[float], bool], show: Callable[[float], str]) -> str:
+    """``count 5.2 ms, mean 3.1 ms`` and ``met for 3 of 4`` (the ones missing named)."""
+    missed = [n for n, v in values.items() if not good(v)]
+    verdict = "met" if not missed else f"met for {len(values) - len(missed)} of {len(values)}"
+    return " | ".join([", ".join(f"{n} {show(v)}" for n, v in values.items()), f"**{verdict}**"]) + (
+        f" (not: {', '.join(missed)})" if missed else ""
+    )
+
+
 def _targets(runs: list[dict[str, Any]], http: dict[int, dict[str, Any]]) -> list[str]:
     small, large = runs[0], runs[-1]
     names = [s.name for s in _statistics()]
     lines = ["| what | measured | result | target |", "|---|---|---|---|"]
     engine = small["engine"] if "error" not in small["engine"] else {}
     if engine:
-        worst = max(engine[n]["median"] for n in names)
+        medians = {n: engine[n]["median"] for n in names}
         lines.append(
-            f"| this engine at {small['students']:,} students, slowest of the four statistics (median) "
-            f"| {_ms(worst)} | **{'met' if worst < 25 else 'not met'}** | < 25 ms |"
+            f"| this engine at {small['students']:,} students, median per released statistic (new ε) "
+            f"| {_met(medians, lambda v: v < 25, _ms)} | < 25 ms |"
         )
     via_http = http.get(small["students"])
     if via_http:
-        worst = max(via_http[n]["median"] for n in names)
+        medians = {n: via_http[n]["median"] for n in names}
         lines.append(
-            f"| through `POST /api/dp/queries` at {small['students']:,} students (budget, consent, ledger), "
-            f"slowest statistic (median) | {_ms(worst)} "
-            f"| **{'met' if worst < 100 else 'not met'}** | < 100 ms |"
+            f"| through `POST /api/dp/queries` at {small['students']:,} students (token, project, budget, "
+            f"consent, ledger), median | {_met(medians, lambda v: v < 100, _ms)} | < 100 ms |"
         )
     big = large["engine"] if "error" not in large["engine"] else {}
     if big:
         ratios = {n: _ratio(big[n], large["polars"][n]) or 0.0 for n in names}
-        worst_name = max(ratios, key=lambda n: ratios[n])
         lines.append(
-            f"| engine ÷ plain Polars at {large['students']:,} students, worst statistic ({worst_name}) "
-            f"| {_ms(big[worst_name]['median'])} vs {_ms(large['polars'][worst_name]['median'])} "
-            f"| **{ratios[worst_name]:,.1f}×** ({'met' if ratios[worst_name] <= 4 else 'not met'}) | ≤ 4× |"
+            f"| engine ÷ plain Polars at {large['students']:,} students (medians) "
+            f"| {_met(ratios, lambda r: r <= 4, _times)} | ≤ 4× |"
         )
     for system, label in (("opendp", "OpenDP default release"), ("smartnoise", "SmartNoise SQL")):
-        ratios = [
-            (run["students"], n, r)
-            for run in runs
-            if "error" not in run["engine"]
-            for n in names
-            if (r := _ratio(run[system].get(n), run["engine"][n])) is not None
-        ]
-        if ratios:
-            students, name, lowest = min(ratios, key=lambda item: item[2])
-            lines.append(
-                f"| {label} ÷ engine, lowest over sizes and statistics ({name}, {students:,} students) "
-                f"| {len(ratios)} comparisons | **{lowest:,.0f}×** ({'met' if lowest >= 10 else 'not met'}) "
-                f"| ≥ 10× |"
-            )
+        for run in runs:
+            if "error" in run["engine"]:
+                continue
+            ratios = {n: r for n in names if (r := _ratio(run[system].get(n), run["engine"][n])) is not None}
+            if ratios:
+                lines.append(
+                    f"| {label} ÷ engine at {run['students']:,} students (medians) "
+                    f"| {_met(ratios, lambda r: r >= 10, _times)} | ≥ 10× |"
+                )
     return lines
 
 
