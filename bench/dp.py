@@ -408,10 +408,12 @@ def report(quick: bool) -> list[str]:
 def _met(values: dict[str, float], good: Callable[[float], bool], show: Callable[[float], str]) -> str:
     """``count 5.2 ms, mean 3.1 ms`` and ``met for 3 of 4`` (the ones missing named)."""
     missed = [n for n, v in values.items() if not good(v)]
-    verdict = "met" if not missed else f"met for {len(values) - len(missed)} of {len(values)}"
-    return " | ".join([", ".join(f"{n} {show(v)}" for n, v in values.items()), f"**{verdict}**"]) + (
-        f" (not: {', '.join(missed)})" if missed else ""
-    )
+    measured = ", ".join(f"{n} {show(v)}" for n, v in values.items())
+    if not missed:
+        return f"{measured} | **met**"
+    if len(missed) == len(values):
+        return f"{measured} | **not met**"
+    return f"{measured} | **met for {len(values) - len(missed)} of {len(values)}** (not: {', '.join(missed)})"
 
 
 def _targets(runs: list[dict[str, Any]], http: dict[int, dict[str, Any]]) -> list[str]:
