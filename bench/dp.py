@@ -69,7 +69,8 @@ def _statistics() -> list[Statistic]:
     import opendp.prelude as dp
 
     score = pl.col("engagement")
-    candidates = [round(SCORE[0] + i * 0.01, 2) for i in range(int((SCORE[1] - SCORE[0]) / 0.01) + 1)]
+    # The same grid as the engine's quantiles: 101 evenly spaced candidates over the bounds.
+    candidates = [SCORE[0] + i * (SCORE[1] - SCORE[0]) / 100 for i in range(101)]
     return [
         Statistic(
             "count",
