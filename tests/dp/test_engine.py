@@ -223,7 +223,8 @@ def test_a_release_takes_milliseconds_at_project_size() -> None:
             start = time.perf_counter()
             release(query, SCHEMA, frame, Decimal("1"))
             times.append(time.perf_counter() - start)
-        assert sorted(times)[3] < 0.1, f"{query.statistic}: {sorted(times)[3] * 1000:.0f} ms"
+        # the best of seven: a loaded machine slows some runs, not what the engine needs
+        assert min(times) < 0.05, f"{query.statistic}: {min(times) * 1000:.0f} ms"
 
 
 def test_a_new_frame_is_released_from_its_own_data_and_a_dropped_frame_leaves_nothing_in_opendp() -> None:
