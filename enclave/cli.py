@@ -212,7 +212,15 @@ def demo(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from enclave.demo import DemoRefused, RichSteps, require_development, seed, sign_in_lines, summary_lines
+    from enclave.demo import (
+        DemoRefused,
+        RichSteps,
+        require_development,
+        seed,
+        sign_in_lines,
+        summary_lines,
+        warm_in_background,
+    )
     from infra.migrate import upgrade
 
     started = time.perf_counter()
@@ -247,6 +255,7 @@ def demo(
     for line in sign_in_lines(settings, f"http://{host}:{port}"):
         out.print(line, soft_wrap=True, highlight=False, markup=False)
     if serve_after:
+        warm_in_background(components)
         serve(host=host, port=port, workers=1)
 
 

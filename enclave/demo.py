@@ -43,10 +43,13 @@ from sqlalchemy.orm import Session
 from access.audit.actions import Role
 from access.audit.service import Actor
 from access.principal import Principal
+from infra.logging import get_logger
 from infra.settings import Settings
 
 if TYPE_CHECKING:
     from enclave.components import Components
+
+log = get_logger(__name__)
 
 DEMO_SEED = 2026
 DOMAIN = "letscare-wave1"
@@ -634,6 +637,46 @@ def _project(
     if threshold < GRANTED_EPSILON:
         approve_project(session, principals["admin"], project.id, terms, second_approval_epsilon=threshold)
     return project.id
+
+
+# -- after start-up ---------------------------------------------------------------------------
+
+
+def warm_status_cache(components: Components, *, chunk: int = 2_000) -> int:
+    """Fill the consent status cache the bulk decisions left empty, in short transactions.
+
+    This is what the periodic status refresh does, run once right after start-up instead of ten
+    minutes later, so the first consent checks read cached rows. Returns how many rows were written.
+    """
+    from access.audit.sealer import flush_all
+    from consent.decisions import status_cache
+    from infra.db import session_scope
+
+    written = 0
+    while True:
+        now = datetime.now(UTC)
+        with session_scope(components.session_factory) as session:
+            due = status_cache.due_for_refresh(session, before=now + timedelta(hours=1), now=now, limit=chunk)
+            if due:
+                written += status_cache.refresh(session, due, at=now)
+        flush_all()
+        if len(due) < chunk:
+            return written
+
+
+def warm_in_background(components: Components, delay: float = 2.0) -> None:
+    """Start ``warm_status_cache`` on a daemon thread once the server had time to start."""
+    import threading
+    import time
+
+    def run() -> None:
+        time.sleep(delay)
+        try:
+            warm_status_cache(components)
+        except Exception:  # the periodic refresh will do it later
+            log.warning("demo.status_cache_warm_failed", exc_info=True)
+
+    threading.Thread(target=run, name="demo-status-cache", daemon=True).start()
 
 
 # -- what is printed --------------------------------------------------------------------------

@@ -88,6 +88,7 @@ def _counts(data_dir: Path) -> dict[str, int]:
 @dataclass
 class Demo:
     base: str
+    data_dir: Path
     first: subprocess.CompletedProcess[str]
     first_seconds: float
     second_output: str
@@ -119,6 +120,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
         wait_for_http(f"{base}/health", process, log, timeout=120)
         yield Demo(
             base=base,
+            data_dir=data_dir,
             first=first,
             first_seconds=seconds,
             second_output=log.read_text(),
@@ -186,6 +188,21 @@ def test_a_second_start_finds_the_seed_and_adds_nothing(demo):
     assert counts["account"] == 10
     assert counts["research_project"] == 1
     assert counts["enclave_dataset_version"] == counts["enclave_dataset"] == 6
+
+
+def test_the_served_demo_fills_the_consent_status_cache_soon_after_start(demo):
+    engine = create_engine(f"sqlite:///{demo.data_dir / 'enclave.db'}")
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT COUNT(*) FROM consent_status_cache")).scalar_one()
+            if rows == STUDENTS or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        engine.dispose()
+    assert rows == STUDENTS
 
 
 def test_the_catalog_holds_the_questionnaire_datasets_with_a_published_version(demo, tokens):
