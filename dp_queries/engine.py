@@ -315,9 +315,61 @@ def _build(plan: _Plan, global_scale: float) -> Any:
         )
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a query's measurements share whatever ε: the plan, the loss at global scale 1 and each
+    output's noise scale at global scale 1 (both proportional to the global scale)."""
+
+    plan: _Plan
+    unit_loss: float
+    unit_outputs: dict[str, Output]
+
+
 _CACHE: OrderedDict[tuple[str, str, str, int], Calibrated] = OrderedDict()
+_SHAPES: OrderedDict[tuple[str, str, int], _Shape] = OrderedDict()
 _CACHE_SIZE = 256
 _CACHE_LOCK = threading.Lock()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    with _CACHE_LOCK:
+        cache[key] = value
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def _shape(spec: QuerySpec, schema: DatasetSchema, spec_key: str, schema_key: str, d_in: int) -> _Shape:
+    key = (spec_key, schema_key, d_in)
+    with _CACHE_LOCK:
+        known = _SHAPES.get(key)
+    if known is not None:
+        return known
+    plan = _plan(spec, schema)
+    measurement = _build(plan, 1.0)
+    shape = _Shape(plan, float(measurement.map(d_in)), _summary(measurement))
+    _remember(_SHAPES, key, shape)
+    return shape
+
+
+def _accuracy(distribution: str, scale: float) -> float | None:
+    if distribution == "Integer Laplace":
+        return float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA))
+    if distribution == "Float Laplace":
+        return float(dp.laplacian_scale_to_accuracy(scale, ALPHA))
+    return None
+
+
+def _outputs(shape: _Shape, global_scale: float) -> dict[str, Output]:
+    return {
+        name: Output(
+            column=unit.column,
+            aggregate=unit.aggregate,
+            distribution=unit.distribution,
+            scale=unit.scale * global_scale,
+            accuracy_95=_accuracy(unit.distribution, unit.scale * global_scale),
+        )
+        for name, unit in shape.unit_outputs.items()
+    }
 
 
 def calibrate(
@@ -325,39 +377,38 @@ def calibrate(
 ) -> Calibrated:
     """The measurement of ``spec`` whose privacy loss is at most (and close to) ``epsilon``.
 
-    Raises :class:`PrivacyCheckFailed` if OpenDP's privacy map says more than ε (never released).
+    The first query of a shape (the spec without its ε) evaluates the privacy map at global scale 1;
+    the loss being proportional to 1 / scale, the scale for ε follows, and the measurement built
+    with it is checked with its own privacy map. Raises :class:`PrivacyCheckFailed` if that map says
+    more than ε (nothing is released then).
     """
     if rows_per_subject < 1:
         raise ValueError("rows_per_subject is at least 1")
     target = float(epsilon)
     if not (math.isfinite(target) and target > 0):
         raise ValueError("epsilon must be positive")
-    key = (
-        spec.model_dump_json(exclude={"epsilon", "accuracy"}),
-        schema.model_dump_json(),
-        repr(target),
-        rows_per_subject,
-    )
+    spec_key = spec.model_dump_json(exclude={"epsilon", "accuracy"})
+    schema_key = schema.model_dump_json()
+    key = (spec_key, schema_key, repr(target), rows_per_subject)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
             _CACHE.move_to_end(key)
             return cached
-    plan = _plan(spec, schema)
     d_in = rows_per_subject
-    # With a global scale s, each noisy output costs about d_in / s: start there and correct once.
-    noisy = 2 if spec.statistic == "mean" else 1
-    scale = d_in * noisy / target
-    measurement = _build(plan, scale)
+    shape = _shape(spec, schema, spec_key, schema_key, d_in)
+    scale = shape.unit_loss / target * (1 + 1e-12)
+    measurement = _build(shape.plan, scale)
     loss = float(measurement.map(d_in))
     for _ in range(3):
         if loss <= target * (1 + RELATIVE_TOLERANCE) and loss >= target * (1 - 1e-6):
             break
         scale *= loss / target * (1 + 1e-12)
-        measurement = _build(plan, scale)
+        measurement = _build(shape.plan, scale)
         loss = float(measurement.map(d_in))
     if loss > target * (1 + RELATIVE_TOLERANCE):
         raise PrivacyCheckFailed(f"measurement loses ε = {loss} > {target} charged")
+    plan = shape.plan
     calibrated = Calibrated(
         spec=spec,
         measurement=measurement,
@@ -368,14 +419,11 @@ def calibrate(
         keys=plan.keys,
         columns=plan.columns,
         domain=plan.domain,
-        outputs=_summary(measurement),
+        outputs=_outputs(shape, scale),
         candidates=plan.candidates,
         bounds=plan.bounds,
     )
-    with _CACHE_LOCK:
-        _CACHE[key] = calibrated
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    _remember(_CACHE, key, calibrated)
     return calibrated
 
 

@@ -16,6 +16,7 @@ from functools import cache, partial
 from typing import Any
 
 import numpy as np
+import opendp.prelude as dp
 import polars as pl
 import pytest
 
@@ -237,3 +238,23 @@ def test_epsilon_from_a_target_accuracy_reaches_it_and_no_more() -> None:
     looser = calibrate(total, SCHEMA, found.epsilon * Decimal("0.98")).outputs["sum"].accuracy_95
     assert looser is not None
     assert looser > 100
+
+
+@pytest.mark.parametrize(
+    "fields", KINDS, ids=lambda f: f["statistic"] + "-" + "x".join(f.get("group_by", []))
+)
+def test_the_accuracy_given_is_opendps_own_summary_of_the_released_measurement(
+    fields: dict[str, Any],
+) -> None:
+    epsilon = Decimal("0.7")
+    calibrated = calibrate(spec(**fields), SCHEMA, epsilon, rows_per_subject=2)
+    summary = dp.summarize_polars_measurement(calibrated.measurement, alpha=0.05)
+    assert sorted(calibrated.outputs) == sorted(summary["column"].to_list())
+    for row in summary.iter_rows(named=True):
+        ours = calibrated.outputs[row["column"]]
+        assert ours.distribution == row["distribution"]
+        assert ours.scale == pytest.approx(row["scale"], rel=1e-9)
+        if row["accuracy"] is None:
+            assert ours.accuracy_95 is None
+        else:
+            assert ours.accuracy_95 == pytest.approx(row["accuracy"], rel=1e-9)
