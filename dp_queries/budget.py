@@ -3,8 +3,10 @@
 The authoritative budget is the database, never an OpenDP compositor. A release spends inside one
 transaction that first locks the project's row, so releases of one project run one after another:
 
-* on PostgreSQL ``SELECT … FOR UPDATE`` on ``research_project``; once the lock is granted, the next
-  statements of the transaction (READ COMMITTED) see every spend committed by the previous holder;
+* on PostgreSQL ``SELECT … FOR NO KEY UPDATE`` on ``research_project`` (it excludes other releases
+  of the project but not the foreign-key checks of rows that merely reference it, such as a job
+  being queued); once the lock is granted, the next statements of the transaction (READ
+  COMMITTED) see every spend committed by the previous holder;
 * on SQLite a no-op ``UPDATE`` of the same row takes the database's single write lock first (its
   deferred transaction begins with that write, so its reads come after every committed spend).
 
@@ -86,7 +88,7 @@ def lock_project(session: Session, project_id: str) -> ResearchProject | None:
         )
     query = select(ResearchProject).where(ResearchProject.id == project_id)
     if is_postgresql(session):
-        query = query.with_for_update(of=ResearchProject)
+        query = query.with_for_update(of=ResearchProject, key_share=True)
     # populate_existing: the row may be in the session from before the lock; read it afresh.
     return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
 

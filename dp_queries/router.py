@@ -95,10 +95,10 @@ def preview_query(
 ) -> PreviewAnswer:
     """What a query would cost (ε, derived from a target accuracy if asked) and how accurate it would be.
 
-    Nothing is spent and no data is read; every rule a release checks is checked here too.
+    Nothing is spent and no data is read; every rule a release checks is checked here too (a preview
+    refused is not a refused release: it leaves no ledger entry, so a live preview does not flood it).
     """
-    with service.refusals(session, principal.actor, body.project_id, body.spec):
-        prepared = service.prepare(session, principal.account_id, body.project_id, body.spec)
+    prepared = service.prepare(session, principal.account_id, body.project_id, body.spec)
     project = service.usable_project(session, principal.account_id, body.project_id)
     current = budget.balance(session, project, principal.account_id)
     return PreviewAnswer(
