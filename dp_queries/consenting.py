@@ -47,7 +47,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import polars as pl
-from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy import Date, DateTime, bindparam, text
 from sqlalchemy.orm import Session
 
 from consent.decisions import pseudonyms
@@ -86,12 +86,12 @@ _PG_RUNNING = """,
 # force, a form published in advance, a grant expiring, and anything recorded "in the future" by a
 # server whose clock is ahead (a decision, a restriction or an erasure stamped after :t).
 _SCHEDULED = """
-SELECT (SELECT MIN(effective_from) FROM consent_country_rule WHERE effective_from > :d),
-       (SELECT MIN(published_at) FROM consent_form WHERE published_at > :t),
-       (SELECT MIN(expires_at) FROM consent_decision WHERE expires_at > :t),
-       (SELECT MIN(recorded_at) FROM consent_decision WHERE recorded_at > :t),
-       (SELECT MIN(erased_at) FROM consent_student WHERE erased_at > :t),
-       (SELECT MIN(restricted_at) FROM consent_student WHERE restricted_at > :t)
+SELECT (SELECT MIN(effective_from) FROM consent_country_rule WHERE effective_from > :d) AS rule,
+       (SELECT MIN(published_at) FROM consent_form WHERE published_at > :t) AS form,
+       (SELECT MIN(expires_at) FROM consent_decision WHERE expires_at > :t) AS expiry,
+       (SELECT MIN(recorded_at) FROM consent_decision WHERE recorded_at > :t) AS recorded,
+       (SELECT MIN(erased_at) FROM consent_student WHERE erased_at > :t) AS erased,
+       (SELECT MIN(restricted_at) FROM consent_student WHERE restricted_at > :t) AS restricted
 """
 
 
@@ -106,6 +106,20 @@ class Consenting:
     """Rows dropped because their subject's status for the purpose is not ``granted``."""
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One derivation and what it was derived from (replaced as a whole, so always consistent)."""
+
+    markers: tuple[Any, ...]
+    running: frozenset[int]
+    derived_at: datetime
+    until: datetime
+    kept: pl.Series | None
+    """Which rows are kept (None: every row)."""
+    digest: str
+    excluded: int
+
+
 @dataclass
 class _Entry:
     fingerprint: tuple[Any, ...]
@@ -113,14 +127,7 @@ class _Entry:
     frame: weakref.ref[pl.DataFrame]
     pairs: pl.DataFrame
     """``pseudonym`` and ``subject`` of each row of the frame (null: a pseudonym the mapping lacks)."""
-    markers: tuple[Any, ...] | None = None
-    running: frozenset[int] = frozenset()
-    derived_at: datetime | None = None
-    until: datetime | None = None
-    kept: pl.Series | None = None
-    """Which rows are kept (None: every row)."""
-    digest: str = ""
-    excluded: int = 0
+    answer: _Answer | None = None
 
 
 _entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
@@ -154,8 +161,9 @@ def consenting(session: Session, loaded: LoadedFrame, at: datetime | None = None
             entry = None
         if entry is not None:
             _entries.move_to_end(key)
-            if _holds(entry, markers, running, moment):
-                return _answer(loaded, entry.kept, entry.digest, entry.excluded)
+            answer = entry.answer
+            if answer is not None and _holds(answer, markers, running, moment):
+                return _answer(loaded, answer.kept, answer.digest, answer.excluded)
     if entry is None:
         entry = _Entry(
             fingerprint=fingerprint,
@@ -165,12 +173,20 @@ def consenting(session: Session, loaded: LoadedFrame, at: datetime | None = None
         )
     kept, excluded = _derive(session, loaded, entry.pairs["subject"], moment)
     result = _answer(loaded, kept, None, excluded)
-    if moment >= now:  # an answer for a past instant is not kept: later writes are not in it
-        entry.markers = markers
-        entry.running = running
-        entry.derived_at = moment
-        entry.until = _next_scheduled_change(session, moment)
-        entry.kept, entry.digest, entry.excluded = kept, result.digest, excluded
+    # An answer for a past instant is not kept: later writes are not in it.
+    fresh = (
+        _Answer(
+            markers=markers,
+            running=running,
+            derived_at=moment,
+            until=_next_scheduled_change(session, moment),
+            kept=kept,
+            digest=result.digest,
+            excluded=excluded,
+        )
+        if moment >= now
+        else None
+    )
     log.info(
         "dp.consent_filter_derived",
         dataset=loaded.dataset_id,
@@ -179,6 +195,8 @@ def consenting(session: Session, loaded: LoadedFrame, at: datetime | None = None
         excluded=excluded,
     )
     with _lock:
+        if fresh is not None:
+            entry.answer = fresh
         _entries[key] = entry
         _entries.move_to_end(key)
         while len(_entries) > MAX_ENTRIES:
@@ -221,14 +239,12 @@ def _answer(loaded: LoadedFrame, kept: pl.Series | None, digest: str | None, exc
     return Consenting(frame=frame, digest=digest, excluded=excluded)
 
 
-def _holds(entry: _Entry, markers: tuple[Any, ...], running: frozenset[int], moment: datetime) -> bool:
-    if entry.derived_at is None or entry.until is None:
-        return False
-    if not entry.derived_at <= moment < entry.until or entry.markers != markers:
+def _holds(answer: _Answer, markers: tuple[Any, ...], running: frozenset[int], moment: datetime) -> bool:
+    if not answer.derived_at <= moment < answer.until or answer.markers != markers:
         return False
     # A transaction running at derivation time that is no longer running may have written a
     # decision with an identifier below the newest one seen then.
-    return entry.running <= running
+    return answer.running <= running
 
 
 def _derive(
@@ -264,7 +280,13 @@ def _next_month(moment: datetime) -> datetime:
 
 def _next_scheduled_change(session: Session, moment: datetime) -> datetime:
     """The first instant after ``moment`` at which some status may change without a write."""
-    statement = text(_SCHEDULED).bindparams(bindparam("t", type_=DateTime(timezone=True)))
+    stamp = DateTime(timezone=True)
+    stamps = dict.fromkeys(("form", "expiry", "recorded", "erased", "restricted"), stamp)
+    statement = (
+        text(_SCHEDULED)
+        .bindparams(bindparam("t", type_=stamp), bindparam("d", type_=Date()))
+        .columns(rule=Date(), **stamps)
+    )
     rule, *instants = session.execute(statement, {"t": moment, "d": moment.date()}).one()
     candidates = [moment + MAX_REUSE, _next_month(moment)]
     if rule is not None:
