@@ -177,3 +177,218 @@ def _schema() -> dict[str, Any]:
             {"name": "left_school_early", "type": "boolean"},
         ],
     }
+
+
+LARGE_DATASET = "questionnaire-large"
+
+
+def _prepare_large(url: str, students: int, folder: Path) -> dict[str, Any]:
+    """A roster of ``students`` in one country and a questionnaire CSV on disk (set-up, timed apart).
+
+    The first 100,000 students go in through the real import (``import_students``); the rest,
+    which would take the import half an hour, are written with PostgreSQL ``COPY`` with the same
+    keyed hash and encryption of the reference the import uses (``_copy_students``).
+
+    Consent: every student's status cache row is written in one statement, as the daily refresh
+    would write it for students who all granted every purpose (recording millions of decisions and
+    refreshing them would take hours of set-up; both are measured in the consent benchmark); the
+    ingestion reads those rows exactly as in production.
+    """
+    from sqlalchemy import text
+
+    from access.audit.actions import Role
+    from access.principal import Principal
+    from consent.decisions.models import Status
+    from consent.decisions.status import STATUS_CODES, all_purposes
+    from consent.identity import IdentityProtector
+    from consent.rosters.importing import import_students
+    from enclave.components import import_wiring
+    from enclave.datasets import service as catalog
+    from enclave.datasets.schemas import DatasetCreate
+    from enclave.synthetic import generate
+    from infra.db import make_engine, make_session_factory, session_scope
+    from infra.keys import FileKeyBackend
+    from infra.migrate import upgrade
+    from tests.support.consent import load_rules, make_form
+
+    import_wiring()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = generate(students=students, schools=max(120, students // 150), seed=11)
+    roster = data.students.with_columns(pl.lit("ES").alias("country"))
+    upload = folder / "questionnaire.csv"
+    data.questionnaire.drop("country").write_csv(upload)
+    timings["generate"] = time.perf_counter() - started
+    del data
+    keys = FileKeyBackend(folder / "keys")
+    engine = make_engine(url)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    steward = Principal(account_id="bench-steward", roles=frozenset({Role.data_steward}), country="ES")
+    protector = IdentityProtector(keys)
+    with session_scope(factory) as session:
+        load_rules(session)
+        make_form(session, "ES", "es")
+    started = time.perf_counter()
+    with session_scope(factory) as session:
+        import_students(session, steward, protector, roster.head(IMPORT_ROWS).write_csv().encode())
+    with session_scope(factory) as session:
+        _copy_students(session, protector, roster.slice(IMPORT_ROWS))
+    timings["roster"] = time.perf_counter() - started
+    del roster
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    with session_scope(factory) as session:
+        purposes = all_purposes(session)
+        session.execute(
+            text(
+                "INSERT INTO consent_status_cache (student_id, codes, purposes, valid_from, valid_until) "
+                "SELECT id, :codes, :purposes, :start, :until FROM consent_student"
+            ),
+            {
+                "codes": str(STATUS_CODES[Status.granted]) * len(purposes),
+                "purposes": ",".join(purposes),
+                "start": now,
+                "until": now + timedelta(days=1),
+            },
+        )
+        session.execute(text("ANALYZE"))
+        catalog.create_dataset(
+            session,
+            steward,
+            DatasetCreate.model_validate(
+                {
+                    "id": LARGE_DATASET,
+                    "title": "Benchmark questionnaire (large)",
+                    "purpose": "questionnaires",
+                    "domain": "bench",
+                    "retention_until": (now + timedelta(days=365)).date().isoformat(),
+                    "schema": _schema(),
+                }
+            ),
+        )
+    timings["consent"] = time.perf_counter() - started
+    engine.dispose()
+    return {"upload": upload, "keys": folder / "keys", "objects": folder / "objects", "timings": timings}
+
+
+IMPORT_ROWS = 100_000
+
+
+def _copy_students(session: Any, protector: Any, roster: pl.DataFrame) -> None:
+    """Roster rows as ``import_students`` writes them (blind index, encrypted reference), by COPY."""
+    from consent.identity import IdentityField
+    from consent.rosters.importing import student_ref_index
+
+    now = datetime.now(UTC)
+    columns = (
+        "subject_id, ref_index, ref_ciphertext, country_code, school_code, stage, class_name, language, "
+        "birth_year, birth_month, created_at, updated_at"
+    )
+    # The identity keys are read (in this transaction) before COPY holds the connection.
+    session.connection()
+    protector.encrypt(session, IdentityField.student_ref, "warm-up")
+    student_ref_index(session, protector, "ES", "warm-up", "warm-up")
+    cursor = session.connection().connection.cursor()
+    with cursor.copy(f"COPY consent_student ({columns}) FROM STDIN") as copy:
+        for ref, country, school, stage, class_name, language, year, month in roster.select(
+            "student_ref", "country", "school", "stage", "class", "language", "birth_year", "birth_month"
+        ).iter_rows():
+            copy.write_row(
+                (
+                    str(uuid.uuid4()),
+                    student_ref_index(session, protector, country, school, ref),
+                    protector.encrypt(session, IdentityField.student_ref, ref),
+                    country,
+                    school,
+                    stage,
+                    class_name,
+                    language,
+                    year,
+                    month,
+                    now,
+                    now,
+                )
+            )
+
+
+def _ingest_file(url: str, keys: str, objects: str, upload: str) -> dict[str, Any]:
+    """One ingestion of a file from disk, as ``enclave datasets ingest`` does (run in its own process)."""
+    from access.audit.actions import Role
+    from access.principal import Principal
+    from consent.identity import IdentityProtector
+    from enclave.components import import_wiring
+    from enclave.datasets import ingestion
+    from enclave.objects.store import EncryptedStore
+    from infra.db import make_engine, make_session_factory, session_scope
+    from infra.keys import FileKeyBackend
+    from infra.storage.local import LocalStorage
+
+    import_wiring()
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    store = EncryptedStore(None, FileKeyBackend(Path(keys)), LocalStorage(Path(objects)))
+    steward = Principal(account_id="bench-steward", roles=frozenset({Role.data_steward}), country="ES")
+    started = time.perf_counter()
+    with session_scope(factory) as session:
+        report = ingestion.ingest_stream(
+            session,
+            steward,
+            store,
+            IdentityProtector(store.keys),
+            dataset_id=LARGE_DATASET,
+            path=Path(upload),
+        )
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "seconds": seconds,
+        "rows": report.rows_in,
+        "stored": report.rows_stored,
+        "parts": len(report.objects),
+        "peak_rss_mib": _peak_rss() / 2**20,
+    }
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM: not inherited across exec)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def large_benchmark(url: str, students: int = 2_000_000) -> dict[str, Any]:
+    """Set-up (timed apart), then one ingestion of the whole file in a fresh process (wall time, peak RSS)."""
+    import json
+    import subprocess
+    import sys
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-large-"))
+    world = _prepare_large(url, students, folder)
+    size = world["upload"].stat().st_size
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.ingest",
+            url,
+            str(world["keys"]),
+            str(world["objects"]),
+            str(world["upload"]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    if result["stored"] != students:
+        raise RuntimeError(f"expected every student stored, got {result['stored']} of {students}")
+    return {**result, "bytes": size, "setup": world["timings"]}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(_ingest_file(*sys.argv[1:5])))

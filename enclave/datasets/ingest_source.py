@@ -28,8 +28,8 @@ import polars as pl
 
 from enclave.datasets.exceptions import InvalidDataset
 
-BATCH_BYTES = 32 * 1024 * 1024
-BATCH_ROWS = 250_000
+BATCH_BYTES = 8 * 1024 * 1024
+BATCH_ROWS = 100_000
 READ_SIZE = 4 * 1024 * 1024
 QUOTE = ord('"')
 NEWLINE = ord("\n")
