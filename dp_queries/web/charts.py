@@ -52,7 +52,6 @@ class ChartRow:
     label: str
     short_label: str
     estimate: float
-    accuracy: float
     noisy: bool
     y: float
     bar_x: float
@@ -100,12 +99,12 @@ class ResultChart:
 def number(value: float) -> str:
     """A number as people read it: thousands separated, at most three significant decimals."""
     if not math.isfinite(value):
-        return str(value)
+        return "–" if math.isnan(value) else str(value)
     magnitude = abs(value)
     if magnitude >= 100 or value == int(value):
         return f"{value:,.0f}"
     if magnitude >= 1:
-        return f"{value:,.2f}"
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{value:.3g}"
 
 
@@ -132,16 +131,16 @@ def result_chart(
     *,
     title: str,
     axis_label: str,
-    rows: Sequence[tuple[str, float, float, bool]],
+    rows: Sequence[tuple[str, float, float, float, bool]],
     bars: bool,
 ) -> ResultChart:
-    """The chart of ``rows`` = (label, estimate, ± accuracy at 95 %, noise dominates).
+    """The chart of ``rows`` = (label, estimate, low and high ends of the 95 % interval, noise dominates).
 
     Bars start at zero (counts, sums, histogram bins); points suit means and quantiles.
     """
     shown = list(rows[:MAX_ROWS])
-    lows = [estimate - accuracy for _, estimate, accuracy, _ in shown] or [0.0]
-    highs = [estimate + accuracy for _, estimate, accuracy, _ in shown] or [1.0]
+    lows = [low for _, _, low, _, _ in shown] or [0.0]
+    highs = [high for _, _, _, high, _ in shown] or [1.0]
     low, high = min(lows), max(highs)
     if bars:
         low, high = min(low, 0.0), max(high, 0.0)
@@ -154,10 +153,10 @@ def result_chart(
         return round(plot_left + (value - domain_low) / span * (plot_right - plot_left), 2)
 
     chart_rows = []
-    for index, (label, estimate, accuracy, noisy) in enumerate(shown):
+    for index, (label, estimate, low_end, high_end, noisy) in enumerate(shown):
         y = TOP + index * ROW
         start, end = sorted((x(0.0), x(estimate)))
-        summary = f"{label}: {number(estimate)} ± {number(accuracy)}"
+        summary = f"{label}: {number(estimate)}, 95 % interval {number(low_end)} to {number(high_end)}"
         if noisy:
             summary += " (noise dominates: do not read this value)"
         chart_rows.append(
@@ -165,14 +164,13 @@ def result_chart(
                 label=label,
                 short_label=_short(label),
                 estimate=estimate,
-                accuracy=accuracy,
                 noisy=noisy,
                 y=y,
                 bar_x=start,
                 bar_width=round(max(end - start, 1.0), 2),
                 point_x=x(estimate),
-                low_x=x(estimate - accuracy),
-                high_x=x(estimate + accuracy),
+                low_x=x(low_end),
+                high_x=x(high_end),
                 summary=summary,
             )
         )

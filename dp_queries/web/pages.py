@@ -16,14 +16,19 @@ The pages are in English (staff tooling).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from access.accounts.models import Account
 from access.audit.actions import Role
 from access.principal import Principal
 from access.projects import repository as projects
@@ -31,12 +36,16 @@ from access.projects.models import ProjectStatus, ResearchProject
 from access.projects.rules import grants_access
 from access.web import security
 from access.web.pages import StaffPage, staff_page
-from dp_queries import engine
-from dp_queries.spec import InvalidQuery, QuerySpec, check
-from dp_queries.web import forms
+from dp_queries import budget, service
+from dp_queries.budget import BudgetExhausted
+from dp_queries.models import JobStatus
+from dp_queries.schemas import BudgetRead
+from dp_queries.spec import QuerySpec
+from dp_queries.web import forms, views
 from dp_queries.web.charts import number
 from enclave.datasets import service as catalog
 from enclave.datasets.schemas import DatasetRead
+from enclave.objects.store import EncryptedStore
 from infra.errors import EnclaveError
 from infra.web.deps import SessionDep, SettingsDep
 from infra.web.templating import templates
@@ -146,8 +155,11 @@ def home(page: ResearcherPage, session: SessionDep) -> Response:
     if principal is None:
         return page.refuse()
     listed = []
-    for project in member_projects(session, principal):
+    rows = member_projects(session, principal)
+    budgets = {b.project_id: b for b in service.budgets_of(session, [p for p in rows if p.granted_epsilon])}
+    for project in rows:
         granted = project.granted_epsilon
+        spent = budgets.get(project.id)
         listed.append(
             {
                 "id": project.id,
@@ -156,15 +168,20 @@ def home(page: ResearcherPage, session: SessionDep) -> Response:
                 "usable": grants_access(project),
                 "datasets": list(project.allowed_datasets or []),
                 "granted": _epsilon(granted) if granted is not None else None,
-                "spent": None,
-                "remaining": None,
+                "spent": _epsilon(spent.spent) if spent else None,
+                "remaining": _epsilon(spent.remaining) if spent else None,
             }
         )
     return render(page, "research_home.html", {"projects": listed})
 
 
-def _epsilon(value: Any) -> str:
-    return format(value.normalize(), "f") if hasattr(value, "normalize") else str(value)
+def _epsilon(value: Decimal | str) -> str:
+    """ε as short decimal text: 0.4, not 0.4000."""
+    try:
+        exact = Decimal(value)
+    except ArithmeticError:
+        return str(value)
+    return format(exact.normalize(), "f")
 
 
 # --- query builder ---------------------------------------------------------------------------------
@@ -286,23 +303,28 @@ def labelled(problem: forms.FormProblem) -> str:
 
 
 def spec_of(target: Target, form: forms.QueryForm) -> QuerySpec:
-    """The query the form asks, checked against the catalog and the project's grant (FormProblem)."""
-    schema = target.dataset.schema_
+    """The query the form asks (FormProblem when the form cannot be read as one)."""
     try:
-        spec = QuerySpec.model_validate(form.spec(schema))
-        check(spec, schema, target.choices.names)
-    except (ValidationError, InvalidQuery) as error:
+        return QuerySpec.model_validate(form.spec(target.dataset.schema_))
+    except ValidationError as error:
         raise _problem_of(error) from None
-    return spec
 
 
-def preview_of(target: Target, form: forms.QueryForm) -> dict[str, Any]:
+def prepared_of(
+    session: SessionDep, principal: Principal, target: Target, spec: QuerySpec
+) -> service.Prepared:
+    """Every rule a release checks (project, dataset, version, variables, ε), as FormProblem."""
+    try:
+        return service.prepare(session, principal.account_id, target.project.id, spec)
+    except EnclaveError as error:
+        raise _problem_of(error) from None
+
+
+def preview_of(
+    session: SessionDep, principal: Principal, target: Target, prepared: service.Prepared
+) -> dict[str, Any]:
     """What the query would spend and how accurate it would be (no data read, nothing spent)."""
-    spec = spec_of(target, form)
-    try:
-        expected = engine.preview(spec, target.dataset.schema_)
-    except InvalidQuery as error:
-        raise _problem_of(error) from None
+    current = budget.balance(session, target.project, principal.account_id)
     statistics = [
         {
             "name": str(s.get("name")),
@@ -310,13 +332,13 @@ def preview_of(target: Target, form: forms.QueryForm) -> dict[str, Any]:
             if s.get("accuracy_95") is not None
             else "depends on the data",
         }
-        for s in expected.statistics
+        for s in prepared.statistics
     ]
     return {
-        "epsilon": _epsilon(expected.epsilon),
+        "epsilon": _epsilon(prepared.epsilon),
         "statistics": statistics,
-        "remaining": None,
-        "over_budget": False,
+        "remaining": _epsilon(current.remaining),
+        "over_budget": prepared.epsilon > current.available,
     }
 
 
@@ -339,7 +361,8 @@ def live_preview(
     form = forms.QueryForm.from_form(data)
     try:
         target = resolve(session, principal, member_projects(session, principal), form.project, form.dataset)
-        preview = preview_of(target, form)
+        prepared = prepared_of(session, principal, target, spec_of(target, form))
+        preview = preview_of(session, principal, target, prepared)
     except forms.FormProblem as problem:
         message = labelled(problem)
         body = {"error": message, "field": problem.field, "html": _fragment(preview_error=message)}
@@ -357,6 +380,29 @@ def _text(data: FormData, name: str) -> str:
     return value[:400] if isinstance(value, str) else ""
 
 
+@dataclass
+class Builder:
+    """One builder request about a checked project and dataset: renders the page around it."""
+
+    page: StaffPage
+    session: Session
+    principal: Principal
+    rows: list[ResearchProject]
+    target: Target
+    form: forms.QueryForm
+
+    def show(self, status: int = 200, **extra: Any) -> Response:
+        """The builder with the project's budget and ``extra`` (preview, error...)."""
+        box = budget_box(self.session, self.principal, self.target.project)
+        context = builder_context(self.rows, self.target, self.form, budget=box, **extra)
+        return render(self.page, "research_query.html", context, status=status)
+
+    def refused(self, problem: forms.FormProblem) -> Response:
+        """The builder with the problem in the alert and in the preview region."""
+        context = problem_context(problem)
+        return self.show(422, preview_error=context["error"], **context)
+
+
 @router.post(f"{PREFIX}/query", response_class=HTMLResponse)
 def run_query(page: ResearcherPage, session: SessionDep, settings: SettingsDep, data: PostedForm) -> Response:
     """The builder's two buttons: preview the accuracy, or release (spending ε)."""
@@ -370,24 +416,202 @@ def run_query(page: ResearcherPage, session: SessionDep, settings: SettingsDep, 
     except forms.FormProblem as problem:
         context = builder_context(rows, None, form, **problem_context(problem))
         return render(page, "research_query.html", context, status=404)
+    builder = Builder(page, session, principal, rows, target, form)
     if not security.csrf_valid(page.request, settings, _text(data, security.CSRF_FIELD), page.token):
-        context = builder_context(rows, target, form, error=EXPIRED_FORM)
-        return render(page, "research_query.html", context, status=400)
+        return builder.show(400, error=EXPIRED_FORM)
     try:
-        preview = preview_of(target, form)
+        spec = spec_of(target, form)
+        if _text(data, "action") == "release":
+            return _release(builder, settings, spec)
+        prepared = prepared_of(session, principal, target, spec)
     except forms.FormProblem as problem:
-        context = builder_context(
-            rows, target, form, preview_error=labelled(problem), **problem_context(problem)
+        return builder.refused(problem)
+    return builder.show(preview=preview_of(session, principal, target, prepared))
+
+
+def _release(builder: Builder, settings: SettingsDep, spec: QuerySpec) -> Response:
+    """Release the query (every refusal goes in the ledger), then show the result."""
+    session, principal, project = builder.session, builder.principal, builder.target.project
+    try:
+        with service.refusals(session, principal.actor, project.id, spec):
+            prepared = service.prepare(session, principal.account_id, project.id, spec)
+            if prepared.rows > settings.dp_async_row_threshold:
+                job = service.queue_job(session, principal, prepared)
+                return RedirectResponse(f"{PREFIX}/jobs/{job.id}", status_code=303)
+            with session.begin_nested():  # a failed release leaves no spend behind
+                released = service.release_prepared(session, principal.actor, prepared, _store(builder.page))
+    except EnclaveError as error:
+        return builder.show(error.status_code, **refusal_context(error))
+    outcome = "reused" if released.reused else "released"
+    return RedirectResponse(f"{PREFIX}/releases/{released.release.id}?{outcome}=1", status_code=303)
+
+
+def _store(page: StaffPage) -> EncryptedStore:
+    components = page.request.app.state.components
+    return EncryptedStore(None, components.keys, components.storage)
+
+
+def refusal_context(error: EnclaveError) -> dict[str, Any]:
+    """A refused release as the page says it: what happened and what to do."""
+    if isinstance(error, BudgetExhausted):
+        reason = error.extra.get("reason")
+        title = (
+            "Your own cap in this project is reached."
+            if reason == "researcher_cap_reached"
+            else ("Budget exhausted.")
         )
-        return render(page, "research_query.html", context, status=422)
-    if _text(data, "action") != "release":
-        return render(page, "research_query.html", builder_context(rows, target, form, preview=preview))
-    context = builder_context(
-        rows,
-        target,
-        form,
-        preview=preview,
-        error_title="Not released.",
-        error="Releases are not available on this server yet; the preview above spent nothing.",
+        return {
+            "error_title": title,
+            "error": f"{error.detail[:1].upper()}{error.detail[1:]}. Nothing was spent; ask for less ε, "
+            "or ask the DPO about the project's budget.",
+        }
+    problem = _problem_of(error)
+    return {"error_title": "Not released.", **problem_context(problem)}
+
+
+# --- budgets -----------------------------------------------------------------------------------------
+
+
+def budget_box(session: SessionDep, principal: Principal, project: ResearchProject) -> dict[str, Any] | None:
+    """The project's budget as the builder and result pages show it."""
+    if project.granted_epsilon is None:
+        return None
+    read = service.budget_of(session, project)
+    mine = next((r for r in read.researchers if r.account_id == principal.account_id), None)
+    granted, spent = Decimal(read.granted), Decimal(read.spent)
+    percent = int(min(spent / granted * 100, Decimal(100))) if granted > 0 else 100
+    return {
+        "title": project.title,
+        "granted": _epsilon(read.granted),
+        "spent": _epsilon(read.spent),
+        "remaining": _epsilon(read.remaining),
+        "cap": _epsilon(mine.cap) if mine and mine.cap else None,
+        "mine": _epsilon(mine.spent) if mine else None,
+        "percent": percent,
+        "exhausted": Decimal(read.remaining) <= 0,
+    }
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+
+@router.get(PREFIX + "/releases/{release_id}", response_class=HTMLResponse)
+def release_page(
+    release_id: str, page: ResearcherPage, session: SessionDep, released: int = 0, reused: int = 0
+) -> Response:
+    """A release: its chart with 95 % error bars, the same numbers as a table, the CSV and the budget."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    try:
+        row = service.get_release(session, principal, release_id[:36])
+        project = service.visible_project(session, principal, row.project_id)
+    except EnclaveError as error:
+        return render(page, "error.html", {"title": "Result not found", "detail": error.detail}, 404)
+    view = views.release_view(
+        release_id=row.id,
+        project_id=row.project_id,
+        project_title=project.title,
+        dataset=row.dataset_id,
+        version=row.version,
+        epsilon=_epsilon(row.epsilon),
+        created_at=row.created_at,
+        spec=row.spec,
+        result=row.result,
+        reused=bool(reused),
     )
-    return render(page, "research_query.html", context, status=503)
+    context = {
+        "release": view,
+        "chart": views.chart_of(row.spec, row.result),
+        "just_released": bool(released or reused),
+        "budget": budget_box(session, principal, project),
+    }
+    return render(page, "research_release.html", context)
+
+
+@router.get(PREFIX + "/releases/{release_id}/result.csv")
+def release_csv(release_id: str, page: ResearcherPage, session: SessionDep) -> Response:
+    """The release as CSV: group keys, statistic, estimate, ± at 95 %, the interval and the noise flag."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    try:
+        row = service.get_release(session, principal, release_id[:36])
+    except EnclaveError as error:
+        return render(page, "error.html", {"title": "Result not found", "detail": error.detail}, 404)
+    return Response(
+        views.csv_text(row.result, row.spec),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{row.dataset_id}-release-{row.id[:8]}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get(PREFIX + "/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: str, page: ResearcherPage, session: SessionDep) -> Response:
+    """A query on a large dataset running on the worker: its state, then its result or refusal."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    try:
+        job = service.get_job(session, principal, job_id[:36])
+    except EnclaveError as error:
+        return render(page, "error.html", {"title": "Query not found", "detail": error.detail}, 404)
+    if job.status == JobStatus.done.value and job.release_id:
+        return RedirectResponse(f"{PREFIX}/releases/{job.release_id}?released=1", status_code=303)
+    context = {"job": job, "failed": job.status == JobStatus.failed.value, "problem": job.error or {}}
+    return render(page, "research_job.html", context)
+
+
+@router.get("/staff/budgets", response_class=HTMLResponse)
+def budgets_page(page: DpoPage, session: SessionDep) -> Response:
+    """Every project's privacy budget: granted, spent, remaining, and each spend over time."""
+    principal = _allowed(page)
+    if principal is None:
+        return page.refuse()
+    reads = service.all_budgets(session)
+    return render(page, "research_budgets.html", {"projects": budget_views(session, reads)})
+
+
+def budget_views(session: SessionDep, reads: list[BudgetRead]) -> list[views.ProjectBudgetView]:
+    """The DPO's view of each budget, with researchers by name."""
+    now = datetime.now(UTC)
+    ids = [r.project_id for r in reads]
+    started: dict[str, datetime | None] = {}
+    if ids:
+        query = select(ResearchProject.id, ResearchProject.approved_at).where(ResearchProject.id.in_(ids))
+        started = {row[0]: row[1] for row in session.execute(query)}
+    accounts = {r.account_id for read in reads for r in read.researchers}
+    names: dict[str, str] = {}
+    if accounts:
+        query_names = select(Account.id, Account.display_name).where(Account.id.in_(accounts))
+        names = {row[0]: row[1] for row in session.execute(query_names)}
+    result = []
+    for read in reads:
+        first = started.get(read.project_id) or (read.spends[0].at if read.spends else now)
+        result.append(
+            views.budget_view(
+                project_id=read.project_id,
+                title=read.title,
+                status_label=STATUS_LABELS.get(read.status, read.status),
+                granted=_epsilon(read.granted),
+                spent=_epsilon(read.spent),
+                remaining=_epsilon(read.remaining),
+                spends=[
+                    (s.at, _epsilon(s.epsilon), _epsilon(s.cumulative), s.release_id) for s in read.spends
+                ],
+                start=first,
+                now=now,
+                researchers=[
+                    {
+                        "name": names.get(r.account_id, r.account_id),
+                        "spent": _epsilon(r.spent),
+                        "cap": _epsilon(r.cap) if r.cap else None,
+                    }
+                    for r in read.researchers
+                ],
+            )
+        )
+    return result

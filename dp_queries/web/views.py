@@ -141,6 +141,26 @@ def axis_label(spec: Mapping[str, Any]) -> str:
     )
 
 
+def _clip(result: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[float, float]:
+    """Where a mean's or a quantile's interval is cut: the bounds it was computed within."""
+    details = result.get("details")
+    bounds = details.get("bounds") if isinstance(details, Mapping) else None
+    if (
+        str(spec.get("statistic")) in ("mean", "quantile")
+        and isinstance(bounds, list | tuple)
+        and len(bounds) == 2
+    ):
+        low, high = _float(bounds[0]), _float(bounds[1])
+        if math.isfinite(low) and math.isfinite(high) and low < high:
+            return low, high
+    return -math.inf, math.inf
+
+
+def interval(estimate: float, accuracy: float, clip: tuple[float, float]) -> tuple[float, float]:
+    """The 95 % interval around an estimate, within the statistic's bounds."""
+    return max(estimate - accuracy, clip[0]), min(estimate + accuracy, clip[1])
+
+
 def _label(row: Mapping[str, Any], keys: Sequence[str], many_statistics: bool) -> str:
     label = ", ".join(_text(row.get(k)) for k in keys)
     if many_statistics or not label:
@@ -164,17 +184,19 @@ def release_view(
     """The page's view of a release."""
     rows = result_rows(result)
     keys = key_names(rows)
+    clip = _clip(result, spec)
     shown = []
     for row in rows:
         estimate, accuracy = _float(row.get("estimate")), _float(row.get("accuracy_95"))
+        low, high = interval(estimate, accuracy, clip)
         shown.append(
             ResultRow(
                 keys=[_text(row.get(k)) for k in keys],
                 statistic=str(row.get("statistic", "")),
                 estimate=number(estimate),
                 accuracy=number(accuracy),
-                low=number(estimate - accuracy),
-                high=number(estimate + accuracy),
+                low=number(low),
+                high=number(high),
                 noisy=bool(row.get("noise_dominates")),
             )
         )
@@ -201,16 +223,13 @@ def chart_of(spec: Mapping[str, Any], result: Mapping[str, Any]) -> ResultChart 
         return None
     keys = key_names(rows)
     many = len({str(r.get("statistic")) for r in rows}) > 1
-    points = [
-        (
-            _label(row, keys, many),
-            _float(row.get("estimate")),
-            abs(_float(row.get("accuracy_95"))),
-            bool(row.get("noise_dominates")),
-        )
-        for row in rows
-    ]
-    points = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
+    clip = _clip(result, spec)
+    points = []
+    for row in rows:
+        estimate, accuracy = _float(row.get("estimate")), abs(_float(row.get("accuracy_95")))
+        if math.isfinite(estimate) and math.isfinite(accuracy):
+            low, high = interval(estimate, accuracy, clip)
+            points.append((_label(row, keys, many), estimate, low, high, bool(row.get("noise_dominates"))))
     if not points:
         return None
     return result_chart(
@@ -221,23 +240,25 @@ def chart_of(spec: Mapping[str, Any], result: Mapping[str, Any]) -> ResultChart 
     )
 
 
-def csv_text(result: Mapping[str, Any]) -> str:
+def csv_text(result: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     """The result as CSV: group keys, statistic, estimate, accuracy, the 95 % interval, the flag."""
     rows = result_rows(result)
     keys = key_names(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*keys, *CSV_FIELDS])
+    clip = _clip(result, spec)
     for row in rows:
         estimate, accuracy = _float(row.get("estimate")), _float(row.get("accuracy_95"))
+        low, high = interval(estimate, accuracy, clip)
         writer.writerow(
             [
                 *(_csv_value(row.get(k)) for k in keys),
                 row.get("statistic", ""),
                 estimate,
                 accuracy,
-                estimate - accuracy,
-                estimate + accuracy,
+                low,
+                high,
                 "true" if row.get("noise_dominates") else "false",
             ]
         )

@@ -167,6 +167,10 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/staff/research/query"): RESEARCHER,
     ("POST", "/staff/research/query"): RESEARCHER,
     ("POST", "/staff/research/preview"): RESEARCHER,
+    ("GET", "/staff/research/releases/{release_id}"): RESEARCHER,
+    ("GET", "/staff/research/releases/{release_id}/result.csv"): RESEARCHER,
+    ("GET", "/staff/research/jobs/{job_id}"): RESEARCHER,
+    ("GET", "/staff/budgets"): DPO,
     # family pages (family session cookie, not staff roles)
     ("GET", "/f/{token}"): PUBLIC,
     ("GET", "/code"): PUBLIC,

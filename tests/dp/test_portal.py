@@ -226,6 +226,14 @@ def test_the_builder_refuses_someone_elses_project_with_a_message(client, world)
     assert "Bob&#39;s other project" not in page.text
 
 
+@pytest.fixture
+def published(db_session, components, staff_factory) -> dict[str, Any]:
+    """The dataset published with about 80 consenting students; Alice's project granted ε = 1."""
+    stored = publish_dataset(db_session, components, students=80)
+    alice = staff_factory(roles=[Role.researcher])
+    return {"alice": alice, "project": make_project(db_session, alice, "Attachment"), "stored": stored}
+
+
 def builder_form(client, project: str, **fields: Any) -> dict[str, Any]:
     page = client.get(f"/staff/research/query?project={project}&dataset={DATASET}")
     form: dict[str, Any] = {
@@ -240,9 +248,9 @@ def builder_form(client, project: str, **fields: Any) -> dict[str, Any]:
     return form
 
 
-def test_preview_without_script_shows_epsilon_and_accuracy_and_spends_nothing(client, world):
-    sign_in_page(client, world["alice"])
-    form = builder_form(client, world["alice_project"], group_by="gender", action="preview")
+def test_preview_without_script_shows_epsilon_and_accuracy_and_spends_nothing(client, published):
+    sign_in_page(client, published["alice"])
+    form = builder_form(client, published["project"], group_by="gender", action="preview")
     page = client.post("/staff/research/query", data=form)
     assert page.status_code == 200
     region = page.text.split('id="preview"')[1].split("</section>")[0]
@@ -251,9 +259,9 @@ def test_preview_without_script_shows_epsilon_and_accuracy_and_spends_nothing(cl
     assert 'value="gender" checked' in page.text  # the form comes back as it was
 
 
-def test_a_target_accuracy_shows_the_epsilon_it_needs(client, world):
-    sign_in_page(client, world["alice"])
-    form = builder_form(client, world["alice_project"], budget_by="accuracy", accuracy="10", action="preview")
+def test_a_target_accuracy_shows_the_epsilon_it_needs(client, published):
+    sign_in_page(client, published["alice"])
+    form = builder_form(client, published["project"], budget_by="accuracy", accuracy="10", action="preview")
     page = client.post("/staff/research/query", data=form)
     assert page.status_code == 200
     epsilon = re.search(r'data-preview="epsilon">([0-9.]+)<', page.text).group(1)
@@ -262,10 +270,10 @@ def test_a_target_accuracy_shows_the_epsilon_it_needs(client, world):
     assert 0 < float(epsilon) < 1
 
 
-def test_a_refused_query_names_the_field_and_comes_back_filled_in(client, world):
-    sign_in_page(client, world["alice"])
+def test_a_refused_query_names_the_field_and_comes_back_filled_in(client, published):
+    sign_in_page(client, published["alice"])
     form = builder_form(
-        client, world["alice_project"], statistic="crosstab", group_by="gender", action="preview"
+        client, published["project"], statistic="crosstab", group_by="gender", action="preview"
     )
     page = client.post("/staff/research/query", data=form)
     assert page.status_code == 422
@@ -275,9 +283,9 @@ def test_a_refused_query_names_the_field_and_comes_back_filled_in(client, world)
     assert 'id="statistic-crosstab" name="statistic" value="crosstab" checked' in page.text
 
 
-def test_live_preview_answers_json_with_the_region_html(client, world):
-    sign_in_page(client, world["alice"])
-    form = builder_form(client, world["alice_project"], statistic="mean", variable="engagement")
+def test_live_preview_answers_json_with_the_region_html(client, published):
+    sign_in_page(client, published["alice"])
+    form = builder_form(client, published["project"], statistic="mean", variable="engagement")
     answer = client.post("/staff/research/preview", data=form)
     assert answer.status_code == 200
     body = answer.json()
@@ -292,5 +300,90 @@ def test_live_preview_answers_json_with_the_region_html(client, world):
     assert expired.status_code == 400
 
 
-def test_world_publishes_the_dataset(db_session, components):
-    assert publish_dataset(db_session, components) > 150
+def release(client, project: str, **fields: Any):
+    form = builder_form(client, project, action="release", **fields)
+    return client.post("/staff/research/query", data=form, follow_redirects=False)
+
+
+def test_a_release_through_the_form_shows_a_chart_a_table_and_the_budget(client, published):
+    sign_in_page(client, published["alice"])
+    answer = release(
+        client,
+        published["project"],
+        statistic="mean",
+        variable="engagement",
+        group_by="gender",
+        epsilon="0.4",
+    )
+    assert answer.status_code == 303, answer.text
+    location = answer.headers["location"]
+    assert re.fullmatch(r"/staff/research/releases/[0-9a-f-]{36}\?released=1", location)
+    page = client.get(location)
+    assert page.status_code == 200
+    assert "<strong>Released.</strong> This release spent ε = 0.4 of the project" in page.text
+    assert "<h1>Result: Mean of engagement by gender</h1>" in page.text
+    chart = page.text.split('<svg role="img"')[1].split("</svg>")[0]
+    assert '<title id="result-chart-title">Mean of engagement by gender with 95 % error bars</title>' in chart
+    assert chart.count("<circle") == 3  # a point per gender, each with its error bar
+    rows = re.findall(r'<tr(?: class="noisy")?>\s*<th scope="row">(\w+)</th><td>mean</td>', page.text)
+    assert rows == ["female", "male", "other"]
+    assert '<dd data-budget="spent">0.4</dd>' in page.text
+    assert '<dd data-budget="remaining">0.6</dd>' in page.text
+    download = client.get(location.split("?")[0] + "/result.csv")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert (
+        download.text.splitlines()[0]
+        == "gender,statistic,estimate,accuracy_95,lower_95,upper_95,noise_dominates"
+    )
+    assert len(download.text.splitlines()) == 4
+
+
+def test_the_same_query_again_returns_the_stored_result_at_no_cost(client, published):
+    sign_in_page(client, published["alice"])
+    first = release(client, published["project"], epsilon="0.3")
+    again = release(client, published["project"], epsilon="0.3")
+    assert again.headers["location"] == first.headers["location"].replace("released=1", "reused=1")
+    page = client.get(again.headers["location"])
+    assert "the stored result was returned at no cost" in page.text
+    assert '<dd data-budget="spent">0.3</dd>' in page.text
+
+
+def test_an_exhausted_budget_is_a_clear_message_and_spends_nothing(client, published, db_session):
+    sign_in_page(client, published["alice"])
+    assert release(client, published["project"], epsilon="0.8").status_code == 303
+    refused = release(client, published["project"], statistic="sum", variable="engagement", epsilon="0.5")
+    assert refused.status_code == 409
+    alert = refused.text.split('role="alert"')[1].split("</div>")[0]
+    assert "<strong>Budget exhausted.</strong>" in alert
+    assert "Nothing was spent" in alert
+    assert '<dd data-budget="remaining">0.2</dd>' in refused.text
+    preview = client.post(
+        "/staff/research/preview", data=builder_form(client, published["project"], epsilon="0.5")
+    )
+    assert "More than the remaining budget" in preview.json()["html"]
+
+
+def test_a_refused_release_names_the_field(client, published):
+    sign_in_page(client, published["alice"])
+    refused = release(
+        client, published["project"], statistic="quantile", variable="engagement", quantile="1.5"
+    )
+    assert refused.status_code == 422
+    assert "Quantile: a quantile between 0 and 1" in refused.text
+
+
+def test_the_dpo_sees_every_projects_budget_over_time(client, published, staff_factory):
+    sign_in_page(client, published["alice"])
+    release(client, published["project"], epsilon="0.25")
+    release(client, published["project"], statistic="sum", variable="engagement", epsilon="0.25")
+    assert client.get("/staff/budgets").status_code == 403
+    sign_in_page(client, staff_factory(roles=[Role.dpo]), "/staff/budgets")
+    page = client.get("/staff/budgets")
+    assert page.status_code == 200
+    row = page.text.split(f'href="#project-{published["project"]}">Attachment</a></th>')[1].split("</tr>")[0]
+    assert re.findall(r'<td class="number">([0-9.]+)</td>', row) == ["1", "0.5", "0.5", "2"]
+    section = page.text.split(f'id="project-{published["project"]}"')[1].split("</section>")[0]
+    assert '<title id="chart-title-' in section
+    assert "ε spent over time by Attachment" in section
+    assert section.count('<tr><th scope="row">20') == 2  # one row per spend

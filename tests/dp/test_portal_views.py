@@ -81,7 +81,7 @@ def test_the_chart_draws_each_error_bar_around_its_estimate():
 
 
 def test_the_csv_has_the_interval_and_defuses_formulas():
-    rows = list(csv.DictReader(io.StringIO(views.csv_text(RESULT))))
+    rows = list(csv.DictReader(io.StringIO(views.csv_text(RESULT, SPEC))))
     assert list(rows[0]) == ["gender", *views.CSV_FIELDS]
     assert (rows[0]["gender"], float(rows[0]["lower_95"]), rows[0]["noise_dominates"]) == (
         "female",
@@ -116,3 +116,15 @@ def test_the_budget_chart_steps_up_at_each_spend_and_marks_the_grant():
     assert view.chart.granted_y is not None
     assert view.chart.granted_y < view.chart.axis_y
     assert not view.exhausted
+
+
+def test_a_means_interval_stays_within_the_bounds_it_was_computed_in():
+    result = {
+        "details": {"bounds": [1, 5]},
+        "rows": [{"statistic": "mean", "estimate": 4.8, "accuracy_95": 0.5, "noise_dominates": False}],
+    }
+    rows = list(csv.DictReader(io.StringIO(views.csv_text(result, SPEC))))
+    assert (float(rows[0]["lower_95"]), float(rows[0]["upper_95"])) == (4.3, 5.0)
+    chart = views.chart_of(SPEC, result)
+    assert chart is not None
+    assert chart.rows[0].summary == "mean: 4.8, 95 % interval 4.3 to 5"
