@@ -17,10 +17,13 @@ the answer is kept per dataset version, with what it was derived from, and reuse
   month (students reach an age on the first day of a month), the next rule version to come into
   force, the next form published, the next grant to expire, anything stamped later than the
   derivation by a server whose clock is ahead, and at most ``MAX_REUSE`` later;
-* nothing a status depends on was written since: the newest decision, withdrawal event (erasure,
-  restriction), rule and form version, the newest change to a student's row (rectification,
-  restriction, erasure) and the guardian links (their number and newest one). These are read in
-  one statement of index look-ups and small scans (a few milliseconds at 18,000 students);
+* nothing a status depends on was written since: the newest decision, withdrawal event (a
+  withdrawal, an erasure, a restriction), rule and form version — index look-ups, read on every
+  call — and the roster: the newest change to a student's row (a corrected birth date, a
+  restriction, an erasure) and the guardian links (their number and newest one). The roster is
+  scanned for these (milliseconds at 18,000 students), so that read stands for ``ROSTER_RECHECK``
+  (2 s): a roster correction or a guardian link without any decision or event is honoured within
+  2 seconds, everything else by the very next call;
 * on PostgreSQL, no other transaction that was running when the markers were read has ended
   since. Identifiers and timestamps are handed out before commit, so a withdrawal could commit
   after a later decision that the derivation already saw, leaving the newest identifier unchanged;
@@ -28,8 +31,8 @@ the answer is kept per dataset version, with what it was derived from, and reuse
   transaction id before their decision gets its identifier), so this check catches it. Under many
   concurrent writers this costs extra derivations, never a missed change.
 
-A withdrawal that committed before the call is therefore always honoured by it. An answer for a
-past instant is given but not kept.
+A withdrawal (a decline, an erasure, a restriction) that committed before the call is therefore
+always honoured by it. An answer for a past instant is given but not kept.
 
 ``digest`` is the SHA-256 (hex) of the kept pseudonyms, sorted and joined by newlines: it names the
 set of consenting subjects, so a release can be reused only for exactly the same set.
@@ -44,6 +47,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from typing import Any
 
 import polars as pl
@@ -60,16 +64,22 @@ log = get_logger(__name__)
 
 MAX_REUSE = timedelta(hours=1)
 """An answer is derived again at least this often, whatever the markers say."""
+ROSTER_RECHECK = 2.0
+"""Seconds for which a read of the roster markers stands (they cost scans of the roster)."""
 MAX_ENTRIES = 16
 """Dataset versions whose answer is kept (each holds the kept rows of one frame)."""
 
-_MARKERS = """
-SELECT d.newest, w.newest, r.newest, f.newest, s.updated, s.erased, s.restricted, g.links, g.newest{running}
-FROM (SELECT MAX(id) AS newest FROM consent_decision) AS d,
-     (SELECT MAX(id) AS newest FROM consent_withdrawal) AS w,
-     (SELECT MAX(id) AS newest FROM consent_country_rule) AS r,
-     (SELECT MAX(id) AS newest FROM consent_form) AS f,
-     (SELECT MAX(updated_at) AS updated, MAX(erased_at) AS erased, MAX(restricted_at) AS restricted
+# Written with every decision and withdrawal event (a withdrawal, a decline, an erasure, a
+# restriction), every rule and form version: index look-ups, read on every call.
+_EVENTS = """
+SELECT (SELECT MAX(id) FROM consent_decision), (SELECT MAX(id) FROM consent_withdrawal),
+       (SELECT MAX(id) FROM consent_country_rule), (SELECT MAX(id) FROM consent_form){running}
+"""
+# Roster changes without an event (a corrected birth date, guardians linked or unlinked): scans of
+# the roster, read at most every ``ROSTER_RECHECK``.
+_ROSTER = """
+SELECT s.updated, s.erased, s.restricted, g.links, g.newest
+FROM (SELECT MAX(updated_at) AS updated, MAX(erased_at) AS erased, MAX(restricted_at) AS restricted
       FROM consent_student) AS s,
      (SELECT COUNT(*) AS links, MAX(created_at) AS newest FROM consent_guardianship) AS g
 """
@@ -229,6 +239,7 @@ def forget() -> None:
     """Drop every kept answer (the next calls derive again)."""
     with _lock:
         _entries.clear()
+        _roster_seen.clear()
 
 
 def _answer(loaded: LoadedFrame, kept: pl.Series | None, digest: str | None, excluded: int) -> Consenting:
@@ -260,17 +271,28 @@ def _derive(
     return (None if not excluded else kept), excluded
 
 
+_roster_seen: dict[str, tuple[float, tuple[Any, ...]]] = {}
+"""Per database: when the roster markers were read, and what they were."""
+
+
 def _markers(session: Session) -> tuple[tuple[Any, ...], frozenset[int]]:
     """What the statuses depend on, and (PostgreSQL) the other transactions running now."""
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         session.execute(text("SELECT pg_stat_clear_snapshot()"))
-    row = session.execute(text(_MARKERS.format(running=_PG_RUNNING if postgres else ""))).one()
-    values = tuple(row)
-    if not postgres:
-        return values, frozenset()
-    listed: str | None = values[-1]
-    return values[:-1], frozenset(int(x) for x in (listed or "").split(",") if x)
+    row = session.execute(text(_EVENTS.format(running=_PG_RUNNING if postgres else ""))).one()
+    events = tuple(row)
+    running: frozenset[int] = frozenset()
+    if postgres:
+        listed: str | None = events[-1]
+        events = events[:-1]
+        running = frozenset(int(x) for x in (listed or "").split(",") if x)
+    database = str(session.get_bind().engine.url)
+    seen = _roster_seen.get(database)
+    if seen is None or monotonic() - seen[0] >= ROSTER_RECHECK:
+        seen = (monotonic(), tuple(session.execute(text(_ROSTER)).one()))
+        _roster_seen[database] = seen
+    return events + seen[1], running
 
 
 def _next_month(moment: datetime) -> datetime:

@@ -24,12 +24,15 @@ but not kept.
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import Integer, Select, String, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from enclave.datasets.exceptions import DatasetNotFound
@@ -203,51 +206,81 @@ class FrameCache:
                 total -= evicted.nbytes
 
 
-def _target(session: Session, dataset_id: str, version: int | None) -> _Target:
-    """What the answer must be, from the catalog: the version, its objects and their data keys."""
-    query = (
+@lru_cache(maxsize=2)
+def _target_statement(latest: bool) -> Select[Any]:
+    """The version (the newest published one, or ``:version``) with its dataset and live data keys.
+
+    Built once: composing it costs more than running it.
+    """
+    dataset_id = bindparam("dataset_id", type_=String())
+    wanted: Any = (
+        select(func.max(DatasetVersion.version))
+        .where(
+            DatasetVersion.dataset_id == dataset_id,
+            DatasetVersion.state == VersionState.published.value,
+        )
+        .scalar_subquery()
+        if latest
+        else bindparam("version", type_=Integer())
+    )
+    return (
         select(
             DatasetVersion.version,
             DatasetVersion.objects,
             DatasetVersion.schema,
             Dataset.purpose,
             Dataset.domain,
+            DataKey.object_name,
+            DataKey.id,
+            DataKey.kek_version,
         )
         .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .outerjoin(
+            DataKey,
+            and_(
+                DataKey.dataset_id == DatasetVersion.dataset_id,
+                DataKey.dataset_version == DatasetVersion.version,
+                DataKey.destroyed_at.is_(None),
+            ),
+        )
         .where(
             DatasetVersion.dataset_id == dataset_id,
+            DatasetVersion.version == wanted,
             DatasetVersion.state == VersionState.published.value,
             Dataset.destroyed_at.is_(None),
         )
     )
+
+
+def _target(session: Session, dataset_id: str, version: int | None) -> _Target:
+    """What the answer must be, from the catalog: the version, its objects and their data keys."""
+    params: dict[str, Any] = {"dataset_id": dataset_id}
     if version is not None:
-        query = query.where(DatasetVersion.version == version)
-    row = session.execute(query.order_by(DatasetVersion.version.desc()).limit(1)).one_or_none()
-    if row is None:
+        params["version"] = version
+    query = _target_statement(version is None)
+    rows = session.execute(query, params).all()
+    if not rows:
         raise DatasetNotFound(dataset_id if version is None else f"{dataset_id} version {version}")
-    number, objects, schema, purpose, domain = row
-    keys: dict[str, tuple[str, int | None]] = {
-        name: (key_id, kek)
-        for name, key_id, kek in session.execute(
-            select(DataKey.object_name, DataKey.id, DataKey.kek_version).where(
-                DataKey.dataset_id == dataset_id,
-                DataKey.dataset_version == number,
-                DataKey.destroyed_at.is_(None),
-            )
-        ).all()
-    }
+    number, objects, schema, purpose, domain = rows[0][:5]
+    keys: dict[str, tuple[str, int | None]] = {row[5]: (row[6], row[7]) for row in rows if row[5] is not None}
     fingerprint: Fingerprint = tuple(
         (name, keys[name][0], keys[name][1]) if name in keys else (name, "", None) for name in objects
     )
     return _Target(
         dataset_id=dataset_id,
         version=number,
-        schema=DatasetSchema.model_validate(schema),
+        schema=_schema(json.dumps(schema, sort_keys=True)),
         purpose=purpose,
         domain=domain,
         objects=tuple(objects),
         fingerprint=fingerprint,
     )
+
+
+@lru_cache(maxsize=256)
+def _schema(text: str) -> DatasetSchema:
+    """A version's schema (validated once per distinct schema)."""
+    return DatasetSchema.model_validate_json(text)
 
 
 def _typed(frame: pl.DataFrame, schema: DatasetSchema) -> pl.DataFrame:

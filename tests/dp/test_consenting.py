@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 
-from consent.decisions import pseudonyms
+from consent.decisions import pseudonyms, status_cache
 from consent.decisions.schemas import DecisionCreate
 from consent.decisions.service import record_decision
 from consent.forms.models import ConsentForm
-from consent.rosters.models import Student
+from consent.rosters.models import Guardianship, Student
 from dp_queries import consenting as module
 from dp_queries.consenting import consenting
 from enclave.datasets.frames import FrameCache, LoadedFrame
@@ -149,3 +149,26 @@ def test_a_new_version_is_filtered_too(db_session, enclave_world, loaded):  # no
         result = consenting(db_session, version)
         assert result.excluded == 1
         assert pseudonym not in result.frame["pseudonym"].to_list()
+
+
+def test_a_roster_change_without_a_decision_is_honoured_once_the_roster_is_read_again(
+    db_session,
+    enclave_world,  # noqa: F811
+    loaded,
+    monkeypatch,
+):
+    """A guardian unlinked (their consent no longer counts) writes no decision and no event."""
+    world = enclave_world
+    first = consenting(db_session, loaded)
+    young = next(
+        s
+        for s in db_session.execute(select(Student).where(Student.subject_id.in_(world["granted"]))).scalars()
+        if datetime.now(UTC).year - s.birth_year < 13
+    )
+    db_session.execute(delete(Guardianship).where(Guardianship.student_id == young.id))
+    status_cache.refresh(db_session, [young.id])
+    monkeypatch.setattr(module, "ROSTER_RECHECK", 0.0)
+    after = consenting(db_session, loaded)
+    assert after.excluded == 1
+    assert pseudonym_of(db_session, world, young.subject_id) not in after.frame["pseudonym"].to_list()
+    assert after.digest != first.digest
