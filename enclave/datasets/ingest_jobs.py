@@ -16,7 +16,8 @@ the job has failed for good.
 
 A quarantine report (``quarantine.csv`` of a version) is read back by a data steward of the
 uploader's country only: it holds the bad rows as they were uploaded, names included. Researchers
-and the DPO never read it.
+and the DPO never read it. It is crypto-shredded 30 days after the version was published (by the
+periodic resume) or with the dataset at its retention date; the count stays on the version.
 """
 
 from __future__ import annotations
@@ -309,3 +310,35 @@ def read_quarantine(
             f"no quarantine report for version {version} of {dataset_id}", extra={"reason": "no_quarantine"}
         )
     return store.read_object(session, ObjectContext(dataset_id, version, row.quarantine_object or QUARANTINE))
+
+
+QUARANTINE_KEPT = timedelta(days=30)
+"""A quarantine report holds identified rows as uploaded: it is crypto-shredded after this long."""
+
+
+def purge_quarantine(session: Session, store: EncryptedStore, now: datetime | None = None) -> int:
+    """Crypto-shred the quarantine reports older than ``QUARANTINE_KEPT``; returns how many.
+
+    The count of quarantined rows stays on the version; only the report's object and key go.
+    """
+    moment = now or datetime.now(UTC)
+    versions = session.execute(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.quarantine_object.is_not(None),
+            DatasetVersion.published_at < moment - QUARANTINE_KEPT,
+        )
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    purged = 0
+    for version in versions:
+        if version.quarantine_object:
+            store.destroy_object(
+                session, ObjectContext(version.dataset_id, version.version, version.quarantine_object)
+            )
+        version.quarantine_object = None
+        purged += 1
+    session.flush()
+    if purged:
+        log.info("enclave.quarantine_purged", reports=purged)
+    return purged

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from consent.identity import IdentityProtector
-from enclave.datasets.ingest_jobs import RESUME_TASK, TASK, due_jobs, run_job
+from enclave.datasets.ingest_jobs import RESUME_TASK, TASK, due_jobs, purge_quarantine, run_job
 from enclave.objects.store import EncryptedStore
 from infra.db import session_scope
 from infra.keys import key_backend_from_settings
@@ -33,12 +33,14 @@ def dataset_upload(job_id: str) -> dict[str, Any]:
 
 @celery_app.task(name=RESUME_TASK)
 def resume_jobs() -> dict[str, Any]:
-    """Send again every job that failed with a retryable error or lost its worker."""
+    """Send again every job that failed with a retryable error or lost its worker; purge old reports."""
     with session_scope(task_session_factory()) as session:
         due = due_jobs(session)
     for job_id in due:
         dataset_upload.apply_async(args=[job_id])
-    return {"resent": len(due)}
+    with session_scope(task_session_factory()) as session:
+        purged = purge_quarantine(session, _store())
+    return {"resent": len(due), "quarantine_purged": purged}
 
 
 register_periodic("ingestion-resume", RESUME_TASK, RESUME_EVERY)

@@ -73,7 +73,7 @@ def _destroy(session: Session, store: EncryptedStore, dataset: Dataset, moment: 
     objects: list[str] = []
     keys = 0
     for version in versions:
-        for name in version.objects:
+        for name in [*version.objects, *([version.quarantine_object] if version.quarantine_object else [])]:
             keys += len(store.destroy_object(session, ObjectContext(dataset.id, version.version, name)))
             objects.append(f"v{version.version}/{name}")
         version.state = VersionState.destroyed.value

@@ -129,7 +129,7 @@ def test_a_queued_job_whose_store_fails_is_marked_retryable_and_the_resume_publi
     assert version.state == "ingesting", "nothing published; the version number stays reserved"
 
     own_server.start()
-    assert ingest_tasks.resume_jobs.apply().get() == {"resent": 1}
+    assert ingest_tasks.resume_jobs.apply().get()["resent"] == 1
     db_session.refresh(job)
     assert job.state == "published", job.error
     assert job.attempts == 2
@@ -137,7 +137,7 @@ def test_a_queued_job_whose_store_fails_is_marked_retryable_and_the_resume_publi
     db_session.expire_all()  # the version row was read while it was still being ingested
     assert load_version(db_session, s3, DATASET).height == len(world["granted"])
     assert not any("staging" in info.key for info in s3.storage.list(""))
-    assert ingest_tasks.resume_jobs.apply().get() == {"resent": 0}
+    assert ingest_tasks.resume_jobs.apply().get()["resent"] == 0
     assert db_session.execute(select(IngestionJob.state)).scalar_one() == "published"
 
 

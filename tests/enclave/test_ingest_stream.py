@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -17,9 +18,11 @@ import infra.tasks
 from access.audit.actions import Role
 from enclave.app import create_app
 from enclave.datasets import ingest_tasks
+from enclave.datasets.ingest_jobs import purge_quarantine
 from enclave.datasets.ingest_source import csv_batches, memory_chunks
 from enclave.datasets.ingestion import UploadRejected, ingest, ingest_stream, load_version
 from enclave.datasets.models import DatasetVersion, IngestionJob
+from enclave.objects.store import ObjectDestroyed
 from infra.settings import load_settings
 from tests.support.auth import auth_headers
 
@@ -133,6 +136,13 @@ def test_quarantine_stores_the_good_rows_and_reports_the_bad_ones_encrypted(db_s
         (str(broken.height + 1), "student_ref"),
     ]
     assert lines["student_ref"][1] == "P9999999", "the original values are kept for the steward"
+
+    assert purge_quarantine(db_session, world["store"], now=datetime.now(UTC) + timedelta(days=29)) == 0
+    assert purge_quarantine(db_session, world["store"], now=datetime.now(UTC) + timedelta(days=31)) == 1
+    with pytest.raises(ObjectDestroyed):
+        world["store"].read_object(db_session, _quarantine_ctx(version.version))
+    assert version.quarantine_object is None
+    assert version.quarantined == 3, "the count stays"
 
 
 def _quarantine_ctx(version: int):
@@ -253,7 +263,8 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from enclave.datasets.ingest_source import batches
+    from enclave.datasets.ingest_jobs import purge_quarantine
+from enclave.datasets.ingest_source import batches
     from enclave.datasets.ingestion import check_rows
     from enclave.datasets.schemas import DatasetSchema
     def status(field):  # this process's own figures (ru_maxrss would include the parent's before exec)
