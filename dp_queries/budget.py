@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from access.projects.models import EPSILON_PLACES, ResearchProject
@@ -113,12 +113,26 @@ def cap_of(session: Session, project_id: str, account_id: str) -> Decimal | None
 
 
 def balance(session: Session, project: ResearchProject, account_id: str) -> Balance:
-    """The project's budget and the researcher's part of it."""
+    """The project's budget and the researcher's part of it (one statement)."""
+    cap = (
+        select(ResearcherCap.cap)
+        .where(ResearcherCap.project_id == project.id, ResearcherCap.account_id == account_id)
+        .scalar_subquery()
+    )
+    total, own, researcher_cap = session.execute(
+        select(
+            func.coalesce(func.sum(BudgetSpend.epsilon), 0),
+            func.coalesce(
+                func.sum(case((BudgetSpend.account_id == account_id, BudgetSpend.epsilon), else_=0)), 0
+            ),
+            cap,
+        ).where(BudgetSpend.project_id == project.id)
+    ).one()
     return Balance(
         granted=project.granted_epsilon or Decimal(0),
-        spent=spent(session, project.id),
-        researcher_spent=spent(session, project.id, account_id),
-        researcher_cap=cap_of(session, project.id, account_id),
+        spent=Decimal(total).quantize(QUANTUM),
+        researcher_spent=Decimal(own).quantize(QUANTUM),
+        researcher_cap=None if researcher_cap is None else Decimal(researcher_cap),
     )
 
 

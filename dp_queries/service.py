@@ -20,6 +20,7 @@ Large datasets run the same release on the worker (``dp_queries.tasks``) as a ``
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,6 +141,12 @@ def usable_project(
     project = session.get(ResearchProject, project_id)
     if project is None or not repository.is_member(session, project_id, account_id):
         raise ProjectNotFound(project_id)
+    require_usable(project, today)
+    return project
+
+
+def require_usable(project: ResearchProject, today: date | None = None) -> None:
+    """Refuse with 409 unless the project is approved or active, within its dates, with a grant."""
     today = today or utc_today()
     if project.status not in USABLE or project.granted_epsilon is None or project.granted_end_date is None:
         raise ProjectNotUsable(
@@ -154,7 +161,6 @@ def usable_project(
         raise ProjectNotUsable(
             f"the project's access ended on {project.granted_end_date.isoformat()}", code="project_ended"
         )
-    return project
 
 
 def _published(session: Session, dataset_id: str, version: int | None) -> DatasetVersion:
@@ -265,8 +271,9 @@ def release_prepared(
     project = budget.lock_project(session, prepared.project_id)
     if project is None:
         raise ProjectNotFound(prepared.project_id)
-    # Re-read under the lock: a suspension or expiry committed meanwhile stops the release.
-    usable_project(session, prepared.account_id, prepared.project_id)
+    # Read again under the lock: a suspension or expiry committed meanwhile stops the release.
+    # (Membership was checked by ``prepare``; members are never removed from a granted project.)
+    require_usable(project)
     if job_id is not None:
         job = session.get(QueryJob, job_id, populate_existing=True)
         if job is not None and job.status == JobStatus.done.value and job.release_id is not None:
@@ -291,6 +298,7 @@ def release_prepared(
     budget.require_room(current, prepared.epsilon)
     now = datetime.now(UTC)
     row = DpRelease(
+        id=str(uuid.uuid4()),
         project_id=prepared.project_id,
         account_id=prepared.account_id,
         dataset_id=prepared.dataset_id,
@@ -303,6 +311,12 @@ def release_prepared(
         created_at=now,
     )
     session.add(row)
+    # The release is pending in this transaction while the measurement runs, and its spend is
+    # written right after it, before the commit: if anything fails, the rollback takes both away.
+    result = release(prepared.spec, prepared.schema, kept.frame, prepared.epsilon)
+    if float(result.epsilon_spent) > float(prepared.epsilon) * (1 + EPSILON_TOLERANCE):
+        raise RuntimeError("the executed measurement's privacy loss exceeds the ε charged")
+    row.result = result.to_json()
     session.flush()
     budget.record_spend(
         session,
@@ -312,13 +326,6 @@ def release_prepared(
         epsilon=prepared.epsilon,
         at=now,
     )
-    session.flush()
-    # The measurement runs with the spend already written in this transaction: if it fails, the
-    # rollback takes both away.
-    result = release(prepared.spec, prepared.schema, kept.frame, prepared.epsilon)
-    if float(result.epsilon_spent) > float(prepared.epsilon) * (1 + EPSILON_TOLERANCE):
-        raise RuntimeError("the executed measurement's privacy loss exceeds the ε charged")
-    row.result = result.to_json()
     session.flush()
     record(
         session,

@@ -26,7 +26,7 @@ class Crash(RuntimeError):
 
 @pytest.fixture
 def crash_once(monkeypatch):
-    """The next OpenDP measurement fails once, after the spend was written in its transaction."""
+    """The next OpenDP measurement fails once, inside the release transaction (project locked)."""
     real = engine.release
     calls = {"n": 0}
 
