@@ -1,6 +1,7 @@
 """Families in a real browser: a guardian in Sofia reads in Bulgarian, grants two purposes, keeps the
 receipt and later withdraws one with a new link; a 15-year-old in Spain decides alone; a family with
-a printed letter types the short code. axe-core checks every page visited."""
+a printed letter types the short code; a guardian in Spain reading English takes the journey the
+guardians' guide shows (its screenshots). axe-core checks every page visited."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,16 @@ from consent.rosters.models import Delivery, Guardian, Guardianship, Student
 from enclave.components import build_components
 from infra.db import session_scope
 from infra.settings import load_settings
+from tests.support import browser as browser_support
 from tests.support.axe import assert_accessible
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 from tests.support.consent import load_rules, make_guardian, make_student
+from tests.support.processes import wait_for_http
+from tests.support.screenshots import capture
 
 pytestmark = pytest.mark.browser
+
+START_TIMEOUT = 300
 
 
 def born_aged(age: int) -> tuple[int, int]:
@@ -48,6 +55,7 @@ class Families:
     sofia_child: str
     spain_token: str
     letter_code: str
+    english_token: str
     settings: Any
 
 
@@ -108,12 +116,39 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Families]:
         grandmother = make_guardian(session, protector, [pupil], language="pl", relation="other")
         grandmother.delivery = Delivery.school.value
         letter = _invite(session, keys, InviteeKind.guardian, grandmother, where=("PL-KRK-007", "PL", "pl"))
-        secrets = Families("", sofia.token, child.subject_id, spain.token, letter.code, settings)
+        # A guardian in Spain who asked the school for English, with a 10- and a 15-year-old.
+        younger, older = born_aged(10), born_aged(15)
+        lucia = make_student(
+            session,
+            protector,
+            country="ES",
+            school="ES-AND-003",
+            language="en",
+            birth_year=younger[0],
+            birth_month=younger[1],
+        )
+        pablo = make_student(
+            session,
+            protector,
+            country="ES",
+            school="ES-AND-003",
+            language="en",
+            birth_year=older[0],
+            birth_month=older[1],
+        )
+        father = make_guardian(session, protector, [lucia, pablo], language="en", relation="father")
+        english = _invite(session, keys, InviteeKind.guardian, father, where=("ES-AND-003", "ES", "en"))
+        secrets = Families(
+            "", sofia.token, child.subject_id, spain.token, letter.code, english.token, settings
+        )
     components.engine.dispose()
 
-    with serve_product(url, data_dir) as base:
-        secrets.url = base
-        yield secrets
+    # On a busy machine the server needs more than the helper's default minute to answer first.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(browser_support, "wait_for_http", partial(wait_for_http, timeout=START_TIMEOUT))
+        with serve_product(url, data_dir) as base:
+            secrets.url = base
+            yield secrets
 
 
 def _new_link(families: Families) -> str:
@@ -273,4 +308,100 @@ def test_a_family_with_a_letter_types_the_short_code(families: Families, browser
     expect(page.get_by_role("heading", level=1)).to_have_text("LET'S CARE: Twoje decyzje")
     expect(page.get_by_role("link", name="Przeczytaj i zdecyduj")).to_be_visible()
     check(page)
+    page.context.close()
+
+
+def _shot(page: Any, name: str, *, full_page: bool = True, at: str | None = None) -> None:
+    """A screenshot for the guardians' guide, then back to the phone-sized window the checks expect."""
+    if at is not None:
+        # The window the screenshot is taken with, scrolled to what the guide shows.
+        page.set_viewport_size({"width": 1100, "height": 800})
+        page.locator(at).evaluate("element => element.scrollIntoView({block: 'center'})")
+    capture(page, name, full_page=full_page)
+    page.set_viewport_size({"width": 320, "height": 640})
+
+
+def test_a_guardian_reading_english_decides_for_one_child_keeps_the_receipt_withdraws_and_asks_for_a_copy(
+    families: Families, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, "en-GB")
+    page.goto(f"{families.url}/f/{families.english_token}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("LET'S CARE: your decisions")
+    expect(page.get_by_text("You are here as a parent or guardian.")).to_be_visible()
+    # Two children: the 15-year-old decides alone in Spain, so only the younger one has a button.
+    expect(page.get_by_role("link", name="Read and decide")).to_have_count(1)
+    expect(page.get_by_text("At this age the student decides alone, by law.")).to_be_visible()
+    check(page)
+    _shot(page, "guardian-home")
+
+    page.get_by_role("link", name="Read and decide").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("consent form for parents")
+    check(page)
+    _shot(page, "guardian-decide", full_page=False, at="#purpose-questionnaires")
+
+    # Continuing without the one answer needed: the problem is listed at the top and at the question.
+    page.get_by_role("button", name="Continue to the summary").click()
+    expect(page.get_by_role("heading", name="Please check your answers")).to_be_visible()
+    check(page)
+    _shot(page, "guardian-missing-answer", full_page=False)
+
+    page.get_by_role("group", name="Questionnaires at school").get_by_label("Yes, I agree").check()
+    page.get_by_role("group", name="Attendance and marks").get_by_label("Yes, I agree").check()
+    page.get_by_role("group", name="Interviews and group sessions").get_by_label("No, I do not agree").check()
+    page.get_by_role("button", name="Continue to the summary").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your answers")
+    check(page)
+    _shot(page, "guardian-summary")
+
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your receipt")
+    expect(page.get_by_role("status")).to_contain_text("Thank you. Your answers are saved.")
+    check(page)
+    _shot(page, "guardian-receipt")
+
+    # What was agreed, then withdrawing one Yes in two clicks.
+    page.goto(f"{families.url}/family/agreed")
+    expect(page.get_by_role("heading", level=1)).to_have_text("What you agreed to")
+    check(page)
+    _shot(page, "guardian-agreed")
+    page.get_by_role("link", name=re.compile("^Withdraw.*Attendance and marks")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Do you want to withdraw?")
+    check(page)
+    _shot(page, "guardian-withdraw")
+    page.get_by_role("button", name="Yes, withdraw").click()
+    expect(page.get_by_role("status")).to_contain_text("Your withdrawal is saved")
+    check(page)
+    _shot(page, "guardian-withdrawn", full_page=False)
+
+    # A copy of the data: the answer says by when the project must reply.
+    page.goto(f"{families.url}/family")
+    page.get_by_role("link", name="Ask for a copy or for erasure of the data").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Ask for a copy or for erasure")
+    check(page)
+    _shot(page, "guardian-request")
+    page.get_by_label("A copy of the data").check()
+    page.get_by_role("button", name="Send the request").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your request was received")
+    expect(page.get_by_role("status")).to_contain_text("The project must answer by")
+    check(page)
+    _shot(page, "guardian-request-done")
+    page.context.close()
+
+    # The same link a second time: it explains why and what to do; nothing decided is lost.
+    page = _page(browser, "en-GB")
+    page.goto(f"{families.url}/f/{families.english_token}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("This link cannot be used")
+    expect(page.get_by_role("status")).to_contain_text("This link was already used.")
+    check(page)
+    _shot(page, "guardian-link-used")
+
+    # A family with a letter types the code; a wrong code says so next to the field.
+    page.goto(f"{families.url}/code")
+    page.get_by_label("Code").fill("ZZZZZ-ZZZZZ")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#code-error")).to_contain_text("This code does not work.")
+    check(page)
+    _shot(page, "guardian-code-wrong")
     page.context.close()
