@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from access.accounts.router import router as accounts_router
 from access.audit.router import router as audit_review_router
 from access.projects.router import router as projects_router
+from access.web.dpo_pages import router as dpo_pages_router
 from access.web.pages import router as staff_pages_router
 from consent.console.pages import router as steward_console_router
 from consent.decisions.router import router as consent_decisions_router
@@ -196,6 +197,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(accounts_router)
     app.include_router(audit_review_router)
     app.include_router(staff_pages_router)
+    app.include_router(dpo_pages_router)
     app.include_router(projects_router)
     app.include_router(consent_rules_router)
     app.include_router(consent_forms_router)
