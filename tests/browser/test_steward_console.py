@@ -1,12 +1,14 @@
 """A data steward in a real browser: signs in with an authenticator code, imports a roster with
 errors and reads the report row by row, fixes it and imports it, sends a campaign, downloads the
-letters and sees the dashboard. axe-core checks every page visited."""
+letters and sees the dashboard. axe-core checks every page visited; the screenshots are the stewards'
+guide's."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pyotp
@@ -16,12 +18,17 @@ from access.audit.actions import Role
 from enclave.components import build_components
 from infra.db import session_scope
 from infra.settings import load_settings
+from tests.support import browser as browser_support
 from tests.support.auth import StaffUser, create_staff
 from tests.support.axe import assert_accessible
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 from tests.support.consent import load_rules, make_form
+from tests.support.processes import wait_for_http
+from tests.support.screenshots import capture
 
 pytestmark = pytest.mark.browser
+
+START_TIMEOUT = 300
 
 SCHOOL = "PL-KRK-007"
 YEAR = datetime.now(UTC).year - 11
@@ -64,8 +71,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         steward = create_staff(session, components, roles=[Role.data_steward], country="PL", schools=[SCHOOL])
     components.engine.dispose()
 
-    with serve_product(url, data_dir) as base:
-        yield Server(base, steward)
+    # On a busy machine the server needs more than the helper's default minute to answer first.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(browser_support, "wait_for_http", partial(wait_for_http, timeout=START_TIMEOUT))
+        with serve_product(url, data_dir) as base:
+            yield Server(base, steward)
 
 
 def _csv(name: str, text: str) -> dict[str, object]:
@@ -90,12 +100,14 @@ def test_steward_imports_a_roster_sends_a_campaign_and_sees_the_dashboard(
             expect(page.get_by_role("heading", name="Staff sign-in")).to_be_visible()
             page.get_by_label("Email address").fill(server.steward.email)
             page.get_by_label("Password").fill(server.steward.password)
+            capture(page, "steward-sign-in")
             page.get_by_label("Code from your authenticator app").fill(
                 pyotp.TOTP(server.steward.totp_secret).now()
             )
             page.get_by_role("button", name="Sign in").click()
             expect(page.get_by_role("heading", name="Steward console", level=1)).to_be_visible()
             assert_accessible(page)
+            capture(page, "steward-home")
 
             # A students file with two bad rows: the report names each row, column and reason.
             page.get_by_role("link", name="Rosters").click()
@@ -113,11 +125,13 @@ def test_steward_imports_a_roster_sends_a_campaign_and_sees_the_dashboard(
             expect(rows.nth(1).locator("th")).to_have_text("4")
             expect(rows.nth(1)).to_contain_text("outside your scope")
             assert_accessible(page)
+            capture(page, "steward-roster-problems")
 
             # Fixed: the check passes, then the import writes it.
             page.get_by_label("CSV file").set_input_files(_csv("students.csv", FIXED))
             page.get_by_role("button", name="Check the file").click()
             expect(page.get_by_role("status")).to_contain_text("The file is valid")
+            capture(page, "steward-roster-valid")
             page.get_by_label("CSV file").set_input_files(_csv("students.csv", FIXED))
             page.get_by_role("button", name="Import").click()
             expect(page.get_by_role("status")).to_contain_text("Imported 3 rows")
@@ -126,11 +140,13 @@ def test_steward_imports_a_roster_sends_a_campaign_and_sees_the_dashboard(
             page.get_by_role("button", name="Import").click()
             expect(page.get_by_role("status")).to_contain_text("Imported 2 rows")
             assert_accessible(page)
+            capture(page, "steward-roster-imported")
 
             # Send the invitations for the school.
             page.get_by_role("link", name="Campaigns").click()
             expect(page.get_by_role("heading", name="Campaigns", level=1)).to_be_visible()
             assert_accessible(page)
+            capture(page, "steward-campaigns")
             page.get_by_label("School").select_option(SCHOOL)
             page.get_by_label("Invitation: everyone who still has something to decide").check()
             page.get_by_role("button", name="Send").click()
@@ -138,6 +154,7 @@ def test_steward_imports_a_roster_sends_a_campaign_and_sees_the_dashboard(
             # One guardian by email; the other guardian and the three 11-year-olds by letter.
             expect(page.get_by_role("status")).to_contain_text("1 emails queued, 4 letters to print")
             assert_accessible(page)
+            capture(page, "steward-campaign-sent")
             with page.expect_download() as download_info:
                 page.get_by_role("link", name="Download the 4 letters (PDF)").click()
             saved = tmp_path / "letters.pdf"
@@ -153,6 +170,7 @@ def test_steward_imports_a_roster_sends_a_campaign_and_sees_the_dashboard(
             facts = page.locator("dl.facts")
             expect(facts).to_contain_text("Students invited (themselves or a guardian)")
             assert_accessible(page)
+            capture(page, "steward-dashboard")
 
             # The campaigns page lists the campaign with its counts.
             page.get_by_role("link", name="Campaigns").click()
