@@ -31,7 +31,10 @@ class StatisticAccuracy(BaseModel):
     """Expected accuracy of one released statistic."""
 
     name: str
-    accuracy_95: float = Field(description="± half-width of the 95 % interval of the noise.")
+    accuracy_95: float | None = Field(
+        description="± half-width of the 95 % interval of the noise; null for a quantile, whose "
+        "accuracy depends on the data (its release reports the grid of candidates instead)."
+    )
 
 
 class PreviewAnswer(BaseModel):

@@ -313,7 +313,14 @@ def release_prepared(
     session.add(row)
     # The release is pending in this transaction while the measurement runs, and its spend is
     # written right after it, before the commit: if anything fails, the rollback takes both away.
-    result = release(prepared.spec, prepared.schema, kept.frame, prepared.epsilon)
+    result = release(
+        prepared.spec,
+        prepared.schema,
+        kept.frame,
+        prepared.epsilon,
+        # Same version and same consenting students: the same rows, handed to OpenDP only once.
+        frame_key=f"{prepared.dataset_id}/{prepared.version}/{kept.digest}",
+    )
     if float(result.epsilon_spent) > float(prepared.epsilon) * (1 + EPSILON_TOLERANCE):
         raise RuntimeError("the executed measurement's privacy loss exceeds the ε charged")
     row.result = result.to_json()

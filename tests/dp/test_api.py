@@ -92,6 +92,21 @@ def test_preview_gives_epsilon_and_accuracy_without_spending(world, app_client):
     assert budget["spent"] == "0.0000"
 
 
+def test_a_median_previews_with_no_fixed_accuracy_and_releases_with_its_candidate_grid(world, app_client):
+    owner = make_researcher(world)
+    project_id = make_project(world, owner, epsilon="1.0")
+    median = mean_spec(statistic="quantile", quantile=0.5)
+    preview = ask(app_client, owner, project_id, median, path="/api/dp/preview")
+    assert preview.status_code == 200, preview.text
+    # A quantile's error depends on the data: no ± is promised before the release.
+    assert preview.json()["statistics"][0]["accuracy_95"] is None
+    released = ask(app_client, owner, project_id, median)
+    assert released.status_code == 200, released.text
+    result = released.json()["result"]
+    assert 1.0 <= result["rows"][0]["estimate"] <= 5.0
+    assert result["details"]["candidates"]["count"] > 1
+
+
 def _problem(answer, status):
     assert answer.status_code == status, answer.text
     return answer.json()
