@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-import opendp.prelude as dp
-
+from dp_queries import dp
 from dp_queries.engine import ALPHA, Calibrated, calibrate
 from dp_queries.spec import MAX_EPSILON, InvalidQuery, QuerySpec
 from enclave.datasets.schemas import DatasetSchema

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import opendp.prelude as dp
 import polars as pl
 
-from dp_queries import resident
+from dp_queries import dp, resident
 from dp_queries.spec import QuerySpec, effective_bounds, keys_of
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from infra.errors import ReasonedConflict

@@ -28,8 +28,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import opendp.prelude as dp
 import polars as pl
+
+from dp_queries import dp
 
 MAX_BYTES = 1 << 30
 """Memory kept by resident copies (the data's estimated size), least recently used dropped first."""
