@@ -23,6 +23,7 @@ from tests.support.auth import StaffUser, create_staff
 from tests.support.axe import assert_accessible
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, committed_database, serve_product
 from tests.support.processes import wait_for_http
+from tests.support.screenshots import capture
 
 pytestmark = pytest.mark.browser
 
@@ -91,12 +92,14 @@ def test_researcher_previews_releases_and_downloads_a_grouped_mean(server: Serve
             expect(page.get_by_role("heading", name="Research portal", level=1)).to_be_visible()
             expect(page.get_by_role("row", name=TITLE)).to_contain_text("2")  # granted ε
             assert_accessible(page)
+            capture(page, "researcher-home")
 
             page.get_by_role("link", name=f"Query {DATASET}").click()
             expect(page.get_by_role("heading", name="Query builder", level=1)).to_be_visible()
             # The script shows only the fields a count uses.
             expect(page.get_by_label("Numeric variable", exact=True)).to_be_hidden()
             assert_accessible(page)
+            capture(page, "researcher-builder")
 
             # A mean of engagement by gender; the preview follows each change without a click.
             preview = page.locator("#preview")
@@ -112,6 +115,7 @@ def test_researcher_previews_releases_and_downloads_a_grouped_mean(server: Serve
             expect(preview).to_contain_text("ε = 0.6")
             assert preview.inner_text() != first  # more ε, a tighter interval
             assert_accessible(page)
+            capture(page, "researcher-preview")
             # A variable outside the grant is refused in the preview, naming the field.
             page.get_by_label("Numeric variable", exact=True).select_option("")
             expect(preview).to_contain_text("Numeric variable: choose the numeric variable")
@@ -131,6 +135,7 @@ def test_researcher_previews_releases_and_downloads_a_grouped_mean(server: Serve
             expect(page.locator('[data-budget="spent"]')).to_have_text("0.6")
             expect(page.locator('[data-budget="remaining"]')).to_have_text("1.4")
             assert_accessible(page)
+            capture(page, "researcher-result")
             with page.expect_download() as download_info:
                 page.get_by_role("link", name="Download the result as CSV").click()
             saved = tmp_path / "result.csv"
