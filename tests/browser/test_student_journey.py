@@ -150,7 +150,7 @@ def test_a_fifteen_year_old_in_spain_decides_alone_through_their_own_link(
         page.get_by_text("This is your own consent: at your age your answer counts by law.")
     ).to_be_visible()
     check(page)
-    shot(page, "student-decide", full_page=False, at="#purpose-questionnaires")
+    shot(page, "student-decide", full_page=False)
 
     page.get_by_role("group", name="Questionnaires at school").get_by_label("Yes, I agree").check()
     page.get_by_role("group", name="Interviews and group sessions").get_by_label("No, I do not agree").check()
@@ -221,7 +221,7 @@ def test_a_ten_year_old_in_poland_types_the_letters_code_and_gives_assent(
     page.get_by_role("link", name="Read and decide").click()
     expect(page.get_by_text("This is your own answer (your assent).")).to_be_visible()
     check(page)
-    shot(page, "student-assent-decide", full_page=False, at="#purpose-questionnaires")
+    shot(page, "student-assent-decide", full_page=False)
     page.get_by_role("button", name="No to everything").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your answers")
     page.get_by_role("button", name="Confirm").click()
