@@ -167,6 +167,10 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/staff/research/query"): RESEARCHER,
     ("POST", "/staff/research/query"): RESEARCHER,
     ("POST", "/staff/research/preview"): RESEARCHER,
+    ("GET", "/staff/research/releases/{release_id}"): RESEARCHER,
+    ("GET", "/staff/research/releases/{release_id}/result.csv"): RESEARCHER,
+    ("GET", "/staff/research/jobs/{job_id}"): RESEARCHER,
+    ("GET", "/staff/budgets"): DPO,
     # DPO pages (an administrator may give a second approval; stewards may follow the request queue)
     ("GET", "/staff/dpo"): DPO_OR_ADMIN,
     ("GET", "/staff/dpo/projects"): DPO_OR_ADMIN,
@@ -177,10 +181,6 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/staff/dpo/requests/{request_id}"): frozenset({Role.dpo, Role.data_steward}),
     ("POST", "/staff/dpo/requests/{request_id}/complete"): DPO,
     ("POST", "/staff/dpo/requests/{request_id}/extend"): DPO,
-    ("GET", "/staff/research/releases/{release_id}"): RESEARCHER,
-    ("GET", "/staff/research/releases/{release_id}/result.csv"): RESEARCHER,
-    ("GET", "/staff/research/jobs/{job_id}"): RESEARCHER,
-    ("GET", "/staff/budgets"): DPO,
     # family pages (family session cookie, not staff roles)
     ("GET", "/f/{token}"): PUBLIC,
     ("GET", "/code"): PUBLIC,
