@@ -154,9 +154,24 @@ def _register_middleware(app: FastAPI, settings: Settings) -> None:
         return response
 
 
+def keep_uploads_in_memory() -> None:
+    """Uploaded files (rosters, research data: identified) stay in memory while a request is parsed.
+
+    Starlette spools a multipart file above 1 MiB to a temporary file, which would put identified
+    data on disk in plaintext. Uploads are bounded (``ingestion.MAX_UPLOAD``; larger data goes
+    through the streamed, encrypted raw-body route or the command line), so they are kept in memory.
+    """
+    from starlette.formparsers import MultiPartParser
+
+    from enclave.datasets.ingestion import MAX_UPLOAD
+
+    MultiPartParser.spool_max_size = MAX_UPLOAD + 1
+
+
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
     """Build the web application for the given settings (or the environment's)."""
     settings = settings or get_settings()
+    keep_uploads_in_memory()
     configure_logging(settings.log_level, settings.log_json)
     components = components or build_components(settings)
 
