@@ -132,6 +132,7 @@ _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 _AUDIT_LOCK_KEY = 0x4155444954204C47
 _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
 _TRY_ADVISORY_LOCK = select(func.pg_try_advisory_xact_lock(_AUDIT_LOCK_KEY))
+_ANY_PENDING = select(select(_PENDING.c.id).limit(1).exists())
 _READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
@@ -310,6 +311,20 @@ def try_seal(session: Session, *, wait: bool) -> int | None:
         if not session.connection().execute(_TRY_ADVISORY_LOCK).scalar():
             return None
         return seal(session, locked=True)
+    return seal(session)
+
+
+def seal_pending(session: Session) -> int:
+    """Seal as :func:`seal`, taking the chain lock only when some entry waits to be chained.
+
+    Under READ COMMITTED each statement sees every commit made before it started, and a sealing
+    pass deletes the entries it chains in the same transaction that chains them, so an empty
+    queue means every entry committed before this call is chained already. Otherwise the call
+    waits for the chain lock (PostgreSQL queues the waiters; no polling) and seals whatever the
+    previous holder left.
+    """
+    if is_postgresql(session) and not session.connection().execute(_ANY_PENDING).scalar():
+        return 0
     return seal(session)
 
 

@@ -2,11 +2,13 @@
 
 A request's transaction only inserts its entries into the queue table; chaining them (which needs
 the single chain lock) is done by one thread per process and database, woken after each commit
-that queued something. The thread takes the lock without waiting when it can, seals everything
-visible — so one pass chains the entries of many requests and many processes — and retries
-shortly when another process holds the lock, until what it owes is chained. Requests therefore
-never wait for the chain lock, and nothing stays unchained: at exit the process seals what is
-left, and the periodic ``audit.seal`` job covers a process that died in between.
+that queued something. The thread first looks whether anything waits in the queue at all (another
+process's sealer may already have chained it, and then it owes nothing and takes no lock); if so it
+waits for the chain lock — blocking in PostgreSQL, not polling, so a waiting sealer costs neither
+CPU nor transactions — and seals everything visible, so one pass chains the entries of many
+requests and many processes. Requests never wait for the chain lock, and nothing stays unchained:
+at exit the process seals what is left, and the periodic ``audit.seal`` job covers a process that
+died in between.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from infra.logging import get_logger
 
 log = get_logger(__name__)
 
-RETRY_SECONDS = 0.005
 ERROR_BACKOFF_SECONDS = 1.0
 
 
@@ -63,30 +64,22 @@ class Sealer:
             if taken <= 0:
                 return
             try:
-                done = self._pass(wait=False)
+                self._pass()
             except Exception:
                 log.exception("audit.seal_failed")
                 time.sleep(ERROR_BACKOFF_SECONDS)
                 continue
-            if done:
-                self._settle(taken)
-            else:
-                time.sleep(RETRY_SECONDS)
+            self._settle(taken)
 
-    def _pass(self, *, wait: bool) -> bool:
-        """One sealing transaction; False when another process holds the lock (and ``wait`` is off)."""
-        from access.audit.recording import try_seal
+    def _pass(self) -> None:
+        """One sealing transaction: chains everything committed before it started."""
+        from access.audit.recording import seal_pending
 
         with Session(bind=self.engine) as session:
-            sealed = try_seal(session, wait=wait)
-            if sealed is None:
-                session.rollback()
-                return False
-            if sealed:
+            if seal_pending(session):
                 session.commit()
             else:
                 session.rollback()
-            return True
 
     def _settle(self, taken: int) -> None:
         # A pass chains everything committed before it started, so what was owed when it started
@@ -99,7 +92,7 @@ class Sealer:
         with self._lock:
             taken = self._owed
         if taken > 0:
-            self._pass(wait=True)
+            self._pass()
             self._settle(taken)
 
 
