@@ -263,8 +263,7 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from enclave.datasets.ingest_jobs import purge_quarantine
-from enclave.datasets.ingest_source import batches
+    from enclave.datasets.ingest_source import batches
     from enclave.datasets.ingestion import check_rows
     from enclave.datasets.schemas import DatasetSchema
     def status(field):  # this process's own figures (ru_maxrss would include the parent's before exec)
