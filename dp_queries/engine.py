@@ -37,7 +37,6 @@ from infra.errors import ReasonedConflict
 if TYPE_CHECKING:
     from dp_queries.accuracy import Preview
 
-dp.enable_features("contrib")
 dp_any: Any = dp
 """The OpenDP prelude, untyped where its stubs miss the Polars helpers (``dp.len``, ``dp.polars``)."""
 

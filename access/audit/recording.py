@@ -131,7 +131,6 @@ _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 # One fixed key for "the audit chain" (the ASCII of "AUDITLOG"); any process that appends takes it.
 _AUDIT_LOCK_KEY = 0x4155444954204C47
 _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
-_TRY_ADVISORY_LOCK = select(func.pg_try_advisory_xact_lock(_AUDIT_LOCK_KEY))
 _ANY_PENDING = select(select(_PENDING.c.id).limit(1).exists())
 _READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
@@ -303,15 +302,6 @@ def chain_queued(session: Session) -> None:
     bind = session.get_bind()
     if isinstance(bind, Engine):
         sealer_for(bind).flush()
-
-
-def try_seal(session: Session, *, wait: bool) -> int | None:
-    """Seal as :func:`seal`; without ``wait``, None when another process holds the chain lock."""
-    if not wait and is_postgresql(session):
-        if not session.connection().execute(_TRY_ADVISORY_LOCK).scalar():
-            return None
-        return seal(session, locked=True)
-    return seal(session)
 
 
 def seal_pending(session: Session) -> int:

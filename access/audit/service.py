@@ -26,7 +26,6 @@ from access.audit.recording import (
     record,
     record_denied,
     seal,
-    try_seal,
     write_queued,
 )
 from access.audit.retention import RetentionResult, apply_retention
@@ -56,7 +55,6 @@ __all__ = [
     "record",
     "record_denied",
     "seal",
-    "try_seal",
     "verify_ledger",
     "write_queued",
 ]
