@@ -131,7 +131,7 @@ _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 # One fixed key for "the audit chain" (the ASCII of "AUDITLOG"); any process that appends takes it.
 _AUDIT_LOCK_KEY = 0x4155444954204C47
 _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
-_ANY_PENDING = select(select(_PENDING.c.id).limit(1).exists())
+_ANY_PENDING = select(_PENDING.c.id).order_by(_PENDING.c.id).limit(1)
 _READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
@@ -174,8 +174,10 @@ def seal(session: Session, *, locked: bool = False) -> int:
     advisory lock (it writes nothing, so a pass that finds nothing to do costs no commit flush), on
     SQLite the database write lock taken by a no-op update of the head row. So two sealers run one
     after the other, each continuing from the head the previous one committed, and the chain stays
-    linear with no gap and no fork. A sealer keeps going while entries keep arriving, so
-    concurrent writers share its commit instead of each waiting for their own.
+    linear with no gap and no fork. A pass chains what is queued when it reads the queue (batch
+    after batch while a backlog fills whole batches) and then stops, so it commits: under a
+    steady stream of writers the chain keeps committing instead of growing one endless
+    transaction, and entries that arrive meanwhile go to the next pass.
     """
     write_queued(session)
     connection = session.connection()
@@ -197,6 +199,8 @@ def seal(session: Session, *, locked: bool = False) -> int:
             prev_hash = entry_hash
         connection.execute(_INSERT_ENTRIES, entries)
         connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
+        if len(rows) < SEAL_BATCH:
+            break
     if seq != start:
         connection.execute(_MOVE_HEAD.values(seq=seq, entry_hash=prev_hash))
     return int(seq - start)
@@ -313,7 +317,7 @@ def seal_pending(session: Session) -> int:
     waits for the chain lock (PostgreSQL queues the waiters; no polling) and seals whatever the
     previous holder left.
     """
-    if is_postgresql(session) and not session.connection().execute(_ANY_PENDING).scalar():
+    if is_postgresql(session) and session.connection().execute(_ANY_PENDING).scalar() is None:
         return 0
     return seal(session)
 
