@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bench import access, audit, consent, crypto, dp, ingest
+from bench import access, audit, consent, crypto, demo, dp, ingest
 
 PG_SERVER = os.environ.get("ENCLAVE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 README = Path(__file__).parent / "README.md"
@@ -197,8 +197,9 @@ SECTIONS = {
     "enclave-crypto": run_crypto,
     "enclave-ingest": run_ingest,
     "dp-queries": dp.report,
+    "demo": demo.report,
 }
-OWN_TABLES = {"dp-queries"}
+OWN_TABLES = {"dp-queries", "demo"}
 """Sections whose lines carry their own table headers (only the machine line is added)."""
 
 
