@@ -3,6 +3,10 @@
 Details are validated per action with a Pydantic model that forbids unknown keys and allows only
 identifiers, hashes, numbers, enumerations and dates: there is no field in which a name, an email
 address or free text could be written. Packages register their own actions at import time.
+
+A denied or failed attempt carries :class:`FailureDetails` (its reason only), unless its action was
+registered with a failure model of its own (``register_action(..., failure=...)``, a subclass of
+:class:`FailureDetails`): then that model, and only that model, is what its refusals may carry.
 """
 
 from __future__ import annotations
@@ -64,17 +68,36 @@ class FailureDetails(Details):
 
 
 _ACTIONS: dict[str, type[Details]] = {}
+_FAILURES: dict[str, type[FailureDetails]] = {}
 
 
-def register_action(name: str, details: type[Details] = NoDetails) -> str:
-    """Declare an auditable action and the model its details must satisfy; returns the name."""
+def register_action(
+    name: str, details: type[Details] = NoDetails, *, failure: type[FailureDetails] = FailureDetails
+) -> str:
+    """Declare an auditable action and the model its details must satisfy; returns the name.
+
+    ``failure`` is the model of its denied and failed entries: :class:`FailureDetails` (the reason
+    only) unless the action needs more, e.g. what a refused request asked for.
+    """
     if not ACTION_NAME.match(name):
         raise ValueError(f"action names are dotted lower-case words, not {name!r}")
+    if not (isinstance(failure, type) and issubclass(failure, FailureDetails)):
+        raise ValueError(f"the failure model of {name!r} extends FailureDetails")
     existing = _ACTIONS.get(name)
     if existing is not None and existing is not details:
         raise ValueError(f"action {name!r} is already registered with {existing.__name__}")
+    existing_failure = _FAILURES.get(name, FailureDetails)
+    if existing is not None and existing_failure is not failure:
+        raise ValueError(f"action {name!r} is already registered with {existing_failure.__name__}")
     _ACTIONS[name] = details
+    if failure is not FailureDetails:
+        _FAILURES[name] = failure
     return name
+
+
+def failure_model(action: str) -> type[FailureDetails]:
+    """The model of an action's denied and failed entries (:class:`FailureDetails` unless registered)."""
+    return _FAILURES.get(action, FailureDetails)
 
 
 def registered_actions() -> dict[str, type[Details]]:
@@ -90,7 +113,12 @@ def validate_details(
     if model is None:
         raise UnknownAction(f"unknown audit action {action!r}")
     if outcome is not Outcome.ok:
-        model = FailureDetails
+        model = failure_model(action)
+        if isinstance(details, Details):
+            if not isinstance(details, model):
+                raise AuditDetailsRejected(f"details of a refused {action} must be {model.__name__}")
+            # Validated again as the action's own model: a subclass's extra fields are refused.
+            details = details.model_dump(mode="json", exclude_none=True)
     if isinstance(details, Details):
         if not isinstance(details, model):
             raise AuditDetailsRejected(f"details of {action} must be {model.__name__}")

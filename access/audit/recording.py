@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from access.audit import canonical
 from access.audit.actions import (
     Details,
+    FailureDetails,
     Outcome,
     Role,
     validate_details,
@@ -248,20 +249,28 @@ def record_denied(
     actor: Actor,
     action: str,
     *,
-    error: str,
+    error: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
     project_id: str | None = None,
     outcome: Outcome = Outcome.denied,
+    details: FailureDetails | None = None,
 ) -> None:
-    """Record a refused (or failed) attempt in its own transaction, once the caller's one ends."""
+    """Record a refused (or failed) attempt in its own transaction, once the caller's one ends.
+
+    The entry carries ``error``, the machine-readable reason; or, for an action registered with a
+    failure model of its own (``register_action(..., failure=...)``), ``details`` of exactly that
+    model (the reason in its ``error`` field). One of the two, not both.
+    """
+    if (error is None) == (details is None):
+        raise TypeError("record_denied takes either error or details")
     pending = _pending(
         actor=actor,
         action=action,
         target_type=target_type,
         target_id=target_id,
         outcome=outcome,
-        details={"error": error},
+        details=details if details is not None else {"error": error},
         project_id=project_id,
         request_id=None,
     )
