@@ -137,8 +137,8 @@ def release_query(
     An identical earlier query (same spec, dataset version and consenting subjects) returns the stored
     release at no cost. Queries on datasets above the configured size answer 202 with a job.
     """
-    with service.refusals(session, principal.actor, body.project_id, body.spec):
-        prepared = service.prepare(session, principal.account_id, body.project_id, body.spec)
+    with service.refusals(session, principal.actor, body.project_id, body.spec) as asked:
+        prepared = asked.note(service.prepare(session, principal.account_id, body.project_id, body.spec))
         if prepared.rows > settings.dp_async_row_threshold:
             job = service.queue_job(session, principal, prepared)
             session.flush()

@@ -12,8 +12,11 @@ A query goes through three steps:
    subjects) is returned at no cost; otherwise spent + ε ≤ granted (and the researcher's cap) is
    checked, the spend and the release are written, the OpenDP measurement runs, and everything
    commits together. Any failure rolls back both: nothing is spent that was not released.
-3. **refusals** leave a ``dp.query_refused`` entry (spec hash as target, reason) in a transaction of
-   their own, whatever happens to the request.
+3. **refusals** leave a ``dp.query_refused`` entry in a transaction of their own, whatever happens
+   to the request: the spec hash as target, and as details the reason, the dataset (if the catalog
+   has it) and version, the spec hash and the ε asked (the spec's, or the one derived from its
+   target accuracy once it was; left out when it cannot be known, e.g. a spec giving both ε and an
+   accuracy). A refused preview leaves none: previews are free and live, and would flood the ledger.
 
 Large datasets run the same release on the worker (``dp_queries.tasks``) as a ``QueryJob``.
 """
@@ -29,9 +32,18 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from access.audit.actions import DecimalText, Details, Identifier, Role, Sha256Hex, register_action
+from access.audit.actions import (
+    DecimalText,
+    Details,
+    FailureDetails,
+    Identifier,
+    Role,
+    Sha256Hex,
+    register_action,
+)
 from access.audit.service import Actor, record, record_denied
 from access.principal import Principal
 from access.projects import repository
@@ -73,6 +85,15 @@ class ReleaseDetails(Details):
     job_id: Identifier | None = None
 
 
+class RefusalDetails(FailureDetails):
+    """Ledger details of a refused release: the reason, and what was asked as far as it is known."""
+
+    dataset: Identifier | None = None
+    version: int | None = None
+    spec_hash: Sha256Hex
+    epsilon: DecimalText | None = None
+
+
 class CapDetails(Details):
     """Ledger details of a researcher's cap within a project."""
 
@@ -82,7 +103,7 @@ class CapDetails(Details):
 
 DP_QUERY_RELEASED = register_action("dp.query_released", ReleaseDetails)
 DP_QUERY_REPLAYED = register_action("dp.query_replayed", ReleaseDetails)
-DP_QUERY_REFUSED = register_action("dp.query_refused", ReleaseDetails)
+DP_QUERY_REFUSED = register_action("dp.query_refused", ReleaseDetails, failure=RefusalDetails)
 DP_QUERY_QUEUED = register_action("dp.query_queued", ReleaseDetails)
 DP_CAP_SET = register_action("dp.researcher_cap_set", CapDetails)
 
@@ -220,18 +241,73 @@ def prepare(
     )
 
 
-@contextmanager
-def refusals(session: Session, actor: Actor, project_id: str, spec: QuerySpec) -> Iterator[None]:
-    """Leave a ``dp.query_refused`` entry (own transaction) for any refusal raised inside, then re-raise."""
+LEDGER_EPSILON_LIMIT = Decimal(10) ** 12
+"""An ε the spec asks is written in a refusal's entry below this (the ledger's decimal text)."""
+
+
+def _catalog(session: Session, spec: QuerySpec) -> str | None:
+    """The spec's dataset if the catalog has it (None otherwise, or if the session cannot tell)."""
     try:
-        yield
+        with session.no_autoflush:
+            found = session.get(Dataset, spec.dataset)
+    except SQLAlchemyError:
+        return None
+    return found.id if found is not None else None
+
+
+@dataclass
+class Asked:
+    """What a release asks, as far as it is known when it is refused (``note`` adds the prepared query)."""
+
+    spec: QuerySpec
+    prepared: Prepared | None = None
+
+    def note(self, prepared: Prepared) -> Prepared:
+        """Remember the prepared query (its version and charged ε, derived if the spec gave an accuracy)."""
+        self.prepared = prepared
+        return prepared
+
+    def epsilon(self) -> str | None:
+        """The ε asked, as the budget would charge it: the prepared one, else the spec's if it gives one
+        (and no accuracy besides) that is a positive number; None when it cannot be known."""
+        if self.prepared is not None:
+            return budget.epsilon_text(self.prepared.epsilon)
+        value = self.spec.epsilon
+        if value is None or self.spec.accuracy is not None or not value.is_finite():
+            return None
+        if not Decimal(0) < value < LEDGER_EPSILON_LIMIT:
+            return None
+        return budget.epsilon_text(budget.charge(value))
+
+    def details(self, session: Session, error: str) -> RefusalDetails:
+        """The refusal's ledger details. The dataset is written only if it is one of the catalog's:
+        whatever else a researcher typed there stays out of the ledger."""
+        return RefusalDetails(
+            error=error,
+            dataset=self.prepared.dataset_id if self.prepared is not None else _catalog(session, self.spec),
+            version=self.prepared.version if self.prepared is not None else self.spec.version,
+            spec_hash=spec_hash(self.spec),
+            epsilon=self.epsilon(),
+        )
+
+
+@contextmanager
+def refusals(session: Session, actor: Actor, project_id: str, spec: QuerySpec) -> Iterator[Asked]:
+    """Leave a ``dp.query_refused`` entry (own transaction) for any refusal raised inside, then re-raise.
+
+    Pass the prepared query to the yielded :class:`Asked` (``asked.note(prepare(...))``) so that a
+    refusal after preparing records the ε derived from a target accuracy.
+    """
+    asked = Asked(spec)
+    try:
+        yield asked
     except EnclaveError as error:
         code = str(getattr(error, "code", None) or error.extra.get("reason") or error.type_slug)
         record_denied(
             session,
             actor,
             DP_QUERY_REFUSED,
-            error=code,
+            details=asked.details(session, code),
             target_type="dp_query",
             target_id=spec_hash(spec),
             project_id=project_id,
@@ -359,8 +435,8 @@ def release_query(
     store: EncryptedStore,
 ) -> Released:
     """Prepare and release in the caller's transaction; refusals leave their ledger entry."""
-    with refusals(session, principal.actor, project_id, spec):
-        prepared = prepare(session, principal.account_id, project_id, spec)
+    with refusals(session, principal.actor, project_id, spec) as asked:
+        prepared = asked.note(prepare(session, principal.account_id, project_id, spec))
         return release_prepared(session, principal.actor, prepared, store)
 
 
@@ -426,8 +502,8 @@ def run_job_release(session: Session, job_id: str, store: EncryptedStore) -> Que
         raise JobNotFound(job_id)
     spec = QuerySpec.model_validate(job.spec)
     actor = researcher(job.account_id)
-    with refusals(session, actor, job.project_id, spec):
-        prepared = prepare(session, job.account_id, job.project_id, spec)
+    with refusals(session, actor, job.project_id, spec) as asked:
+        prepared = asked.note(prepare(session, job.account_id, job.project_id, spec))
         released = release_prepared(session, actor, prepared, store, job_id=job.id)
     job = session.get(QueryJob, job_id, populate_existing=True) or job
     job.status = JobStatus.done.value

@@ -433,8 +433,8 @@ def _release(builder: Builder, settings: SettingsDep, spec: QuerySpec) -> Respon
     """Release the query (every refusal goes in the ledger), then show the result."""
     session, principal, project = builder.session, builder.principal, builder.target.project
     try:
-        with service.refusals(session, principal.actor, project.id, spec):
-            prepared = service.prepare(session, principal.account_id, project.id, spec)
+        with service.refusals(session, principal.actor, project.id, spec) as asked:
+            prepared = asked.note(service.prepare(session, principal.account_id, project.id, spec))
             if prepared.rows > settings.dp_async_row_threshold:
                 job = service.queue_job(session, principal, prepared)
                 return RedirectResponse(f"{PREFIX}/jobs/{job.id}", status_code=303)
