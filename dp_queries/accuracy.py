@@ -8,8 +8,15 @@ calibrated measurement (built from the catalog's schema only).
 * mean: the noisy sum divided by the noisy count; its half-width depends on the group's size, so
   the preview gives those of the sum and the count (the release then gives the mean's own, from
   the released count);
-* quantile: chosen among candidates by the exponential mechanism; its accuracy depends on the data,
-  so none is promised (ε must be given).
+* quantile: one of the candidates (an even grid over the bounds, or every whole number), chosen by
+  OpenDP's quantile score and permute-and-flip selection. No ± in the variable's unit holds for
+  every dataset, but a band of ranks does: with 95 % probability the released value's rank (the
+  students below it) is within ``rank_accuracy_95`` students of the target rank (α × the group's
+  students), beyond what the grid itself misses by; and as the value is a candidate, it is also off
+  by up to ``grid_half_step`` (half the spacing of the candidates) in the variable's unit. The
+  group's size is not released with a quantile, so the band stays in students (see
+  :func:`dp_queries.engine.quantile_rank_accuracy` for the derivation). A target accuracy cannot be
+  turned into ε for a quantile (a ± in the variable's unit is not what it promises): give ε.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from dp_queries import dp
-from dp_queries.engine import ALPHA, Calibrated, calibrate
+from dp_queries.engine import ALPHA, Calibrated, calibrate, grid_step
 from dp_queries.spec import MAX_EPSILON, InvalidQuery, QuerySpec
 from enclave.datasets.schemas import DatasetSchema
 
@@ -60,7 +67,19 @@ def _statistics(calibrated: Calibrated) -> list[dict[str, Any]]:
                 "distribution": outputs["count"].distribution,
             },
         ]
-    column = "quantile" if spec.statistic == "quantile" else "sum" if spec.statistic == "sum" else "count"
+    if spec.statistic == "quantile":
+        output = outputs["quantile"]
+        step = grid_step(calibrated.candidates or [])
+        return [
+            {
+                "name": "quantile",
+                "accuracy_95": None,
+                "distribution": output.distribution,
+                "rank_accuracy_95": calibrated.rank_accuracy_95,
+                "grid_half_step": None if step is None else step / 2,
+            }
+        ]
+    column = "sum" if spec.statistic == "sum" else "count"
     output = outputs[column]
     return [{"name": spec.statistic, "accuracy_95": output.accuracy_95, "distribution": output.distribution}]
 

@@ -8,6 +8,10 @@ key-set, so every catalog group is released (empty ones too) and no partition se
 The privacy unit is one student: neighbouring datasets differ by the rows of one student, at most
 ``rows_per_subject`` rows (symmetric distance ``d_in = rows_per_subject``).
 
+A quantile is chosen among candidates by OpenDP's quantile score and permute-and-flip selection
+(report-noisy-min with exponential noise); its accuracy is a band of ranks, not a ± in the variable's
+unit (see :func:`quantile_rank_accuracy`).
+
 Calibration does not search: the measurement is built once with a global noise scale derived from ε
 (OpenDP's ``global_scale`` makes every noisy output cost ``1 / global_scale`` per unit of input
 distance), its privacy map is evaluated, and the scale is corrected in proportion if the map says
@@ -25,6 +29,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -51,6 +56,11 @@ QUANTILE_CANDIDATES = 101
 """Candidates of a quantile on a numeric variable: an even grid over the bounds."""
 RELATIVE_TOLERANCE = 1e-9
 """Float tolerance when comparing the measurement's loss with the ε charged."""
+U64_MAX = 2**64 - 1
+SELECTION_TAILS = {"ExponentialMin": 2.0, "GumbelMin": 1.0}
+"""Selection mechanisms with a data-free rank guarantee: a candidate whose score is ``g`` worse than
+the best is released with probability at most ``exp(-g / scale) / tail`` (see
+:func:`quantile_rank_accuracy`)."""
 
 BIN = "bin"
 """Column name of the histogram bin."""
@@ -98,6 +108,7 @@ class Calibrated:
     outputs: dict[str, Output]
     candidates: list[float] | None = None
     bounds: tuple[float, float] | None = None
+    rank_accuracy_95: float | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +368,49 @@ def _accuracy(distribution: str, scale: float) -> float | None:
     return None
 
 
+def alpha_fraction(alpha: float, max_length: int = MAX_ROWS) -> tuple[int, int]:
+    """α as OpenDP 0.16 scores it (``score_candidates_constants``): the exact fraction of the float
+    when its denominator is below ``u64::MAX // max_length``, else that denominator and the nearest
+    numerator. Scores, and so the selection's noise scale, are in units of ``1 / denominator``
+    student."""
+    exact = Fraction(alpha)
+    finest = U64_MAX // max_length
+    if exact.denominator < finest:
+        return exact.numerator, exact.denominator
+    return round(alpha * float(finest)), finest
+
+
+def quantile_rank_accuracy(
+    distribution: str, scale: float, alpha: float, candidates: int, *, beta: float = ALPHA
+) -> float | None:
+    """The quantile's data-free accuracy in students: with probability at least ``1 - beta`` the
+    released candidate's rank misses the target by at most this many students more than the best
+    candidate's does (None when the selection mechanism is not one this knows).
+
+    OpenDP scores candidate ``c`` as ``den·|(1 - α)·#(x < c) - α·#(x > c)|`` (α = num/den, see
+    :func:`alpha_fraction`). Without ties at ``c`` that is ``den·|#(x < c) - α·n|``: the distance,
+    in students, between the number below ``c`` and the target rank α·n (with ties, the rank counts
+    the share α of the students equal to ``c``). Under pure DP the lowest score is selected by
+    permute-and-flip (report-noisy-min with exponential noise of ``scale``): visiting candidates in
+    random order, each is accepted with probability ``exp(-g / scale)``, ``g`` its score minus the
+    best's. A worse candidate is released only if it is visited before a best one (probability ½)
+    and accepted, so with probability at most ``½·exp(-g / scale)``; over the at most ``|C| - 1``
+    worse candidates, a score gap above ``t = scale·ln((|C| - 1) / (2·beta))`` has probability
+    below ``beta``. (With Gumbel noise the logistic tail gives ``exp(-g / scale)``, without the ½.)
+    In students: ``t / den`` (the scores count rows: students, at one row each). It holds for any
+    data, per group, and depends on ε, the rows per student, α and the number of candidates only
+    (``scale / den = 2·rows·max(α, 1 - α) / ε``).
+    """
+    tail = SELECTION_TAILS.get(distribution)
+    if tail is None or candidates < 1:
+        return None
+    _, denominator = alpha_fraction(alpha)
+    worse = candidates - 1
+    if worse == 0:
+        return 0.0
+    return scale / denominator * max(math.log(worse / (tail * beta)), 0.0)
+
+
 def _outputs(shape: _Shape, global_scale: float) -> dict[str, Output]:
     return {
         name: Output(
@@ -407,6 +461,13 @@ def calibrate(
     if loss > target * (1 + RELATIVE_TOLERANCE):
         raise PrivacyCheckFailed(f"measurement loses ε = {loss} > {target} charged")
     plan = shape.plan
+    outputs = _outputs(shape, scale)
+    rank_accuracy = None
+    if spec.quantile is not None and plan.candidates is not None and "quantile" in outputs:
+        quantile = outputs["quantile"]
+        rank_accuracy = quantile_rank_accuracy(
+            quantile.distribution, quantile.scale, spec.quantile, len(plan.candidates)
+        )
     calibrated = Calibrated(
         spec=spec,
         measurement=measurement,
@@ -417,9 +478,10 @@ def calibrate(
         keys=plan.keys,
         columns=plan.columns,
         domain=plan.domain,
-        outputs=_outputs(shape, scale),
+        outputs=outputs,
         candidates=plan.candidates,
         bounds=plan.bounds,
+        rank_accuracy_95=rank_accuracy,
     )
     _remember(_CACHE, key, calibrated)
     return calibrated
@@ -499,9 +561,7 @@ def _rows(calibrated: Calibrated, result: pl.DataFrame) -> Release:
     if calibrated.candidates is not None:
         details["candidates"] = {
             "count": len(calibrated.candidates),
-            "step": (calibrated.candidates[1] - calibrated.candidates[0])
-            if len(calibrated.candidates) > 1
-            else None,
+            "step": grid_step(calibrated.candidates),
         }
     return Release(
         statistic=spec.statistic,
@@ -511,6 +571,11 @@ def _rows(calibrated: Calibrated, result: pl.DataFrame) -> Release:
         variable=spec.variable,
         details=details,
     )
+
+
+def grid_step(candidates: list[float]) -> float | None:
+    """The spacing of a quantile's candidates (None for a single one)."""
+    return candidates[1] - candidates[0] if len(candidates) > 1 else None
 
 
 def _estimate(calibrated: Calibrated, row: dict[str, Any]) -> dict[str, Any]:
@@ -543,12 +608,16 @@ def _estimate(calibrated: Calibrated, row: dict[str, Any]) -> dict[str, Any]:
     }[spec.statistic]
     value = _as_float(row.get(column))
     half_width = outputs[column].accuracy_95 if column in outputs else None
-    return {
+    released: dict[str, Any] = {
         "statistic": spec.statistic,
         "estimate": value,
         "accuracy_95": half_width,
         "noise_dominates": _flag(value, half_width),
     }
+    if spec.statistic == "quantile":
+        # No ± in the variable's unit: the band of ranks (students), the same for every group.
+        released["rank_accuracy_95"] = calibrated.rank_accuracy_95
+    return released
 
 
 def preview(spec: QuerySpec, schema: DatasetSchema, *, rows_per_subject: int = 1) -> Preview:

@@ -32,8 +32,19 @@ class StatisticAccuracy(BaseModel):
 
     name: str
     accuracy_95: float | None = Field(
-        description="± half-width of the 95 % interval of the noise; null for a quantile, whose "
-        "accuracy depends on the data (its release reports the grid of candidates instead)."
+        description="± half-width of the 95 % interval of the noise, in the statistic's unit; null for "
+        "a quantile, whose accuracy in the variable's unit depends on the data (see rank_accuracy_95)."
+    )
+    rank_accuracy_95: float | None = Field(
+        default=None,
+        description="A quantile's accuracy in ranks: with 95 % probability the number of students "
+        "below the released value is within this many students of the target (the quantile × the "
+        "group's students), beyond what the candidate grid itself misses by. Null for other statistics.",
+    )
+    grid_half_step: float | None = Field(
+        default=None,
+        description="A quantile's resolution: the released value is one of the candidates, so it is "
+        "also off by up to half their spacing, in the variable's unit. Null for other statistics.",
     )
 
 

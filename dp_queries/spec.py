@@ -255,10 +255,17 @@ def _check_privacy(spec: QuerySpec) -> None:
         raise _refuse(
             "accuracy", "the target accuracy is a positive number (± at 95 %)", "accuracy_not_positive"
         )
-    if spec.accuracy is not None and spec.statistic in ("mean", "quantile"):
+    if spec.accuracy is not None and spec.statistic == "mean":
         raise _refuse(
             "accuracy",
-            f"a {spec.statistic}'s accuracy depends on the data: give epsilon (see the preview)",
+            "a mean's accuracy depends on the data: give epsilon (see the preview)",
+            "accuracy_not_supported",
+        )
+    if spec.accuracy is not None and spec.statistic == "quantile":
+        raise _refuse(
+            "accuracy",
+            "a quantile's accuracy is a band of ranks (± students), not a ± in the variable's unit: "
+            "give epsilon (the preview shows the band)",
             "accuracy_not_supported",
         )
 

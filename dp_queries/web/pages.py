@@ -331,6 +331,9 @@ def preview_of(
             "accuracy": number(float(s["accuracy_95"]))
             if s.get("accuracy_95") is not None
             else "depends on the data",
+            # A quantile: a band of ranks (students) and the candidate grid's half step.
+            "rank": number(float(s["rank_accuracy_95"])) if s.get("rank_accuracy_95") is not None else None,
+            "half_step": number(float(s["grid_half_step"])) if s.get("grid_half_step") is not None else None,
         }
         for s in prepared.statistics
     ]

@@ -189,12 +189,16 @@ def release_view(
     for row in rows:
         estimate, accuracy = _float(row.get("estimate")), _float(row.get("accuracy_95"))
         low, high = interval(estimate, accuracy, clip)
+        rank = _float(row.get("rank_accuracy_95"))
         shown.append(
             ResultRow(
                 keys=[_text(row.get(k)) for k in keys],
                 statistic=str(row.get("statistic", "")),
                 estimate=number(estimate),
-                accuracy=number(accuracy),
+                # A quantile's accuracy is a band of ranks: students below the value, ± at 95 %.
+                accuracy=f"± {number(rank)} students in rank"
+                if math.isnan(accuracy) and math.isfinite(rank)
+                else number(accuracy),
                 low=number(low),
                 high=number(high),
                 noisy=bool(row.get("noise_dominates")),

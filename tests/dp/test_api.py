@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from datetime import timedelta
+
+import pytest
 
 from access.audit.actions import Role
 from access.projects.models import ProjectStatus
@@ -92,19 +95,31 @@ def test_preview_gives_epsilon_and_accuracy_without_spending(world, app_client):
     assert budget["spent"] == "0.0000"
 
 
-def test_a_median_previews_with_no_fixed_accuracy_and_releases_with_its_candidate_grid(world, app_client):
+def test_a_median_previews_its_band_of_ranks_and_releases_with_it_and_its_candidate_grid(world, app_client):
     owner = make_researcher(world)
     project_id = make_project(world, owner, epsilon="1.0")
     median = mean_spec(statistic="quantile", quantile=0.5)
     preview = ask(app_client, owner, project_id, median, path="/api/dp/preview")
     assert preview.status_code == 200, preview.text
-    # A quantile's error depends on the data: no ± is promised before the release.
-    assert preview.json()["statistics"][0]["accuracy_95"] is None
+    [statistic] = preview.json()["statistics"]
+    # No ± in the variable's unit holds for every dataset; a band of ranks does (ε = 0.1: 1/ε
+    # students per unit of noise, times ln(100 / 0.1)), and the grid's half step (bounds [1, 5]).
+    assert statistic["accuracy_95"] is None
+    assert statistic["rank_accuracy_95"] == pytest.approx(10 * math.log(1000))
+    assert statistic["grid_half_step"] == pytest.approx(0.02)
     released = ask(app_client, owner, project_id, median)
     assert released.status_code == 200, released.text
     result = released.json()["result"]
     assert 1.0 <= result["rows"][0]["estimate"] <= 5.0
-    assert result["details"]["candidates"]["count"] > 1
+    assert result["rows"][0]["rank_accuracy_95"] == statistic["rank_accuracy_95"]
+    assert result["details"]["candidates"] == {"count": 101, "step": pytest.approx(0.04)}
+    # A target accuracy is a ± in the variable's unit: a quantile does not promise one.
+    refused = ask(
+        app_client, owner, project_id, {**median, "epsilon": None, "accuracy": 0.5}, path="/api/dp/preview"
+    )
+    assert refused.status_code == 422
+    assert refused.json()["reason"] == "accuracy_not_supported"
+    assert "band of ranks" in refused.json()["detail"]
 
 
 def _problem(answer, status):

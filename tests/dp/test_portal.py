@@ -259,6 +259,21 @@ def test_preview_without_script_shows_epsilon_and_accuracy_and_spends_nothing(cl
     assert 'value="gender" checked' in page.text  # the form comes back as it was
 
 
+def test_a_median_previews_its_band_of_ranks_and_the_grid_half_step(client, published):
+    sign_in_page(client, published["alice"])
+    form = builder_form(
+        client, published["project"], statistic="quantile", variable="engagement", action="preview"
+    )
+    page = client.post("/staff/research/query", data=form)
+    assert page.status_code == 200, page.text
+    region = page.text.split('id="preview"')[1].split("</section>")[0]
+    # ε = 0.5: 2 students per unit of noise, times ln(100 / 0.1); candidates 0.04 apart on [1, 5].
+    assert '<span class="stat-name">quantile</span>: ± 13.82 students in rank at 95 %' in region
+    assert "the number of students below the released value is within 13.82 of the quantile's" in region
+    assert "may also be up to 0.02 off" in region
+    assert "depends on the data" not in region
+
+
 def test_a_target_accuracy_shows_the_epsilon_it_needs(client, published):
     sign_in_page(client, published["alice"])
     form = builder_form(client, published["project"], budget_by="accuracy", accuracy="10", action="preview")

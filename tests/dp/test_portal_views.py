@@ -61,6 +61,35 @@ def test_a_release_view_names_the_query_and_flags_noisy_statistics():
     assert view.noisy_count == 1
 
 
+def test_a_released_median_shows_its_band_of_ranks_as_its_accuracy():
+    spec = {"dataset": "wave1_students", "statistic": "quantile", "variable": "engagement", "quantile": 0.5}
+    result = {
+        "rows": [
+            {
+                "statistic": "quantile",
+                "estimate": 3.2,
+                "accuracy_95": None,
+                "rank_accuracy_95": 13.815510557964274,
+                "noise_dominates": None,
+            }
+        ],
+        "details": {"bounds": [1.0, 5.0], "candidates": {"count": 101, "step": 0.04}},
+    }
+    view = views.release_view(
+        release_id="r2",
+        project_id="p1",
+        project_title="Attachment",
+        dataset="wave1_students",
+        version=2,
+        epsilon="0.5",
+        created_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        spec=spec,
+        result=result,
+    )
+    assert view.heading == "Median of engagement"
+    assert [(r.estimate, r.accuracy) for r in view.rows] == [("3.2", "± 13.82 students in rank")]
+
+
 def test_the_chart_draws_each_error_bar_around_its_estimate():
     chart = views.chart_of(SPEC, RESULT)
     assert chart is not None
