@@ -31,6 +31,7 @@ from dp_queries.web.pages import router as research_portal_router
 from enclave.components import Components, build_components
 from enclave.datasets.router import router as datasets_router
 from enclave.routes import docs_static, system_router
+from infra.body_limit import BodyLimitMiddleware, RouteLimit
 from infra.errors import EnclaveError
 from infra.logging import configure_logging, get_logger, request_id_var
 from infra.settings import Settings, get_settings
@@ -168,6 +169,34 @@ def keep_uploads_in_memory() -> None:
     MultiPartParser.spool_max_size = MAX_UPLOAD + 1
 
 
+MAX_BODY_BYTES = 2 * 1024 * 1024
+"""Largest request body of an ordinary route (JSON, forms, a consent form's Markdown file)."""
+MAX_BULK_BODY_BYTES = 8 * 1024 * 1024
+"""Largest body of a bulk request: a status batch of 50,000 pseudonyms is about 3.5 MB of JSON."""
+MULTIPART_ENVELOPE = 64 * 1024
+"""Room for the multipart boundaries and part headers around an uploaded file."""
+MAX_STREAMED_UPLOAD_BYTES = 16 * 1024**3
+"""Largest raw body of the streamed dataset upload (encrypted into a staging object as it arrives)."""
+
+
+def body_limits() -> list[RouteLimit]:
+    """The routes whose request bodies may be larger (or smaller) than ``MAX_BODY_BYTES``."""
+    from enclave.datasets.ingestion import MAX_UPLOAD
+
+    upload = MAX_UPLOAD + MULTIPART_ENVELOPE
+    dataset = r"/api/datasets/[^/]+"
+    return [
+        # Multipart uploads, parsed in memory; each route also checks its own file limit.
+        RouteLimit("POST", r"/api/consent/rosters/(students|guardians|teachers)(/validate)?/?", upload),
+        RouteLimit("POST", r"/staff/steward/rosters/?", upload),
+        RouteLimit("POST", rf"{dataset}/versions/?", upload),
+        # The raw body is streamed into an encrypted staging object, never held whole in memory.
+        RouteLimit("POST", rf"{dataset}/uploads/?", MAX_STREAMED_UPLOAD_BYTES),
+        RouteLimit("POST", r"/api/consent/status/?", MAX_BULK_BODY_BYTES),
+        RouteLimit("POST", r"/api/datasets/?", MAX_BULK_BODY_BYTES),
+    ]
+
+
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
     """Build the web application for the given settings (or the environment's)."""
     settings = settings or get_settings()
@@ -205,6 +234,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.state.components = components
     app.state.run_scheduler = False
     _register_error_handlers(app)
+    # Added first, so it runs inside the request-context middleware (request id, headers on the 413).
+    app.add_middleware(BodyLimitMiddleware, default_bytes=MAX_BODY_BYTES, routes=body_limits())
     _register_middleware(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-static", docs_static, name="docs-static")
