@@ -17,6 +17,24 @@ no data key, and is overwritten by the re-run) or fully rewritten and shredded (
 bytes are still in the store, without a key; the re-run deletes them). The consumer is idempotent: a
 re-run skips the versions already rewritten and completes the rest, and a second delivery changes
 nothing. The process's decrypted-frame cache is told after each version.
+
+**Quarantine reports.** A version's quarantine report (``quarantine.csv``: the bad rows of an upload
+as they were uploaded, pupil reference and school included) may hold the subject's row even when no
+row of theirs was stored. Every report of the datasets concerned is read, in the same transaction as
+its version, and if it holds a row of the subject it is rewritten without it into a new object with
+a new data key (or, if nothing else is left, dropped), the old report's key destroyed and its bytes
+deleted after commit, exactly as for the Parquet parts. The rows are recognised by the upload's
+subject-id and school columns (as the version's schema declares them):
+
+* while the student's identity is on the roster (a withdrawal, a restriction), by their pupil
+  reference (decrypted) and school: their rows only;
+* once the identity was erased (an erasure request empties it before the event is delivered), the
+  reference is known no more, so every row of the student's school whose reference finds no student
+  on the roster goes: the erased student's rows are among them (their blind index was replaced),
+  and so are rows of references the roster never held, which the steward has to fix in any case.
+
+The ledger's proof (``enclave.quarantine_rows_erased``) names the report destroyed and written, the
+number of rows removed and how they were matched, never the subject.
 """
 
 from __future__ import annotations
@@ -25,6 +43,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import polars as pl
 from sqlalchemy import Connection, select
@@ -34,10 +53,14 @@ from access.audit.actions import Details, Identifier, register_action
 from access.audit.service import Actor, record
 from consent.decisions.models import Pseudonym
 from consent.decisions.withdrawals import WithdrawalNotice, WithdrawalReason
+from consent.identity import IdentityField, IdentityProtector
+from consent.rosters.models import Student
 from enclave.datasets.frames import PSEUDONYM, frames
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.objects.models import DataKey
 from enclave.objects.store import EncryptedStore, ObjectContext
+from infra.db import in_values
+from infra.keys import KeyBackend
 from infra.logging import get_logger
 
 log = get_logger(__name__)
@@ -59,15 +82,57 @@ class ErasedDetails(Details):
 ERASED = register_action("enclave.subject_rows_erased", ErasedDetails)
 
 
+class QuarantineMatch(StrEnum):
+    """How the subject's rows were recognised in a quarantine report."""
+
+    reference = "reference"
+    """By the student's pupil reference and school: their rows only."""
+    unmatched_in_school = "unmatched_in_school"
+    """Identity erased already: every row of the student's school that finds no student on the roster."""
+
+
+class QuarantineErasedDetails(Details):
+    """Ledger proof of a quarantine report rewritten without the subject: no subject, only what changed."""
+
+    withdrawal_event: Identifier
+    dataset: Identifier
+    version: int
+    rows_removed: int
+    matched_by: QuarantineMatch
+    report_destroyed: Identifier
+    report_written: Identifier | None = None
+    """The new report, or none when no other row was left."""
+
+
+QUARANTINE_ERASED = register_action("enclave.quarantine_rows_erased", QuarantineErasedDetails)
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """What recognises the student's rows in a quarantine report."""
+
+    country: str
+    school: str
+    ref: str
+    """The pupil reference, or empty once the identity was erased."""
+
+    @property
+    def match(self) -> QuarantineMatch:
+        return QuarantineMatch.reference if self.ref else QuarantineMatch.unmatched_in_school
+
+
 @dataclass
 class DatasetErasure:
-    """Removes a withdrawn subject's rows from the stored datasets."""
+    """Removes a withdrawn subject's rows from the stored datasets and their quarantine reports."""
 
     store_factory: Callable[[], EncryptedStore]
     name: str = CONSUMER_NAME
+    identity: Callable[[KeyBackend], IdentityProtector] = IdentityProtector
+    """The roster's identity protector, given the store's key backend (it decrypts the reference)."""
 
     def handle(self, session: Session, notice: WithdrawalNotice) -> None:
-        """Rewrite every version holding the subject's pseudonym without their rows.
+        """Rewrite every version holding the subject's pseudonym without their rows, and every
+        quarantine report of the datasets concerned holding a row of theirs.
 
         Each version is rewritten and committed in its own transaction, on the same database as
         ``session`` (whose own transaction only carries the delivery's confirmation).
@@ -77,40 +142,68 @@ class DatasetErasure:
         query = select(Dataset.id, Dataset.domain).where(Dataset.destroyed_at.is_(None))
         if notice.reason is WithdrawalReason.withdrawn:
             query = query.where(Dataset.purpose.in_(notice.purposes))
-        targets: list[tuple[str, str, list[int]]] = []
+        # Dataset, version, the pseudonym to remove (if the version may hold it), and whether the
+        # version has a quarantine report.
+        targets: list[tuple[str, int, str | None, bool]] = []
         for dataset_id, domain in session.execute(query.order_by(Dataset.id)).all():
             pseudonym = session.execute(
                 select(Pseudonym.pseudonym).where(
                     Pseudonym.domain == domain, Pseudonym.subject_id == notice.subject_id
                 )
             ).scalar_one_or_none()
-            if pseudonym is None:
-                continue
-            published = session.execute(
-                select(DatasetVersion.version)
-                .where(
-                    DatasetVersion.dataset_id == dataset_id,
-                    DatasetVersion.state == VersionState.published.value,
+            published: set[int] = (
+                set()
+                if pseudonym is None
+                else set(
+                    session.execute(
+                        select(DatasetVersion.version).where(
+                            DatasetVersion.dataset_id == dataset_id,
+                            DatasetVersion.state == VersionState.published.value,
+                        )
+                    ).scalars()
                 )
-                .order_by(DatasetVersion.version)
-            ).scalars()
-            targets.append((dataset_id, pseudonym, list(published)))
+            )
+            reported = set(
+                session.execute(
+                    select(DatasetVersion.version).where(
+                        DatasetVersion.dataset_id == dataset_id,
+                        DatasetVersion.state == VersionState.published.value,
+                        DatasetVersion.quarantine_object.is_not(None),
+                    )
+                ).scalars()
+            )
+            for number in sorted(published | reported):
+                targets.append(
+                    (dataset_id, number, pseudonym if number in published else None, number in reported)
+                )
         if not targets:
             return
         store = self.store_factory()
+        protector = self.identity(store.keys)
+        subject = _subject(session, protector, notice.subject_id) if any(t[3] for t in targets) else None
         sessions = _own_sessions(session)
-        for dataset_id, pseudonym, versions in targets:
-            for number in versions:
-                with sessions() as own, own.begin():
-                    leftovers = _leftovers(own, dataset_id, number, notice.effective_at)
-                    shredded = _erase_from_version(
+        for dataset_id, number, pseudonym, has_report in targets:
+            with sessions() as own, own.begin():
+                leftovers = _leftovers(own, dataset_id, number, notice.effective_at)
+                shredded = (
+                    []
+                    if pseudonym is None
+                    else _erase_from_version(
                         own, store, dataset_id=dataset_id, number=number, pseudonym=pseudonym, notice=notice
                     )
-                # Committed: only now may the old bytes go (the key that opened them is gone already).
-                for storage_key in sorted({*leftovers, *shredded}):
-                    store.storage.delete(storage_key)
-                if shredded:
-                    frames.invalidate(dataset_id)
+                )
+                reports = (
+                    _erase_from_quarantine(
+                        own, store, protector, subject, dataset_id=dataset_id, number=number, notice=notice
+                    )
+                    if has_report and subject is not None
+                    else []
+                )
+            # Committed: only now may the old bytes go (the key that opened them is gone already).
+            for storage_key in sorted({*leftovers, *shredded, *reports}):
+                store.storage.delete(storage_key)
+            if shredded:
+                frames.invalidate(dataset_id)
 
 
 def _own_sessions(session: Session) -> sessionmaker[Session]:
@@ -229,8 +322,121 @@ def _erase_from_version(
     return to_delete
 
 
+def _subject(session: Session, protector: IdentityProtector, subject_id: str) -> _Subject | None:
+    """The student's country, school and pupil reference (empty once erased); none if not on a roster."""
+    student = session.execute(select(Student).where(Student.subject_id == subject_id)).scalar_one_or_none()
+    if student is None:
+        return None
+    ref = protector.decrypt(session, IdentityField.student_ref, student.ref_ciphertext)
+    return _Subject(student.country_code, student.school_code, ref.strip())
+
+
+def _subject_rows(
+    session: Session,
+    protector: IdentityProtector,
+    subject: _Subject,
+    report: pl.DataFrame,
+    *,
+    subject_column: str,
+    school_column: str,
+) -> pl.Series:
+    """Which lines of a quarantine report are the subject's (see the module's documentation)."""
+    if subject_column not in report.columns or school_column not in report.columns:
+        return pl.Series([False] * report.height, dtype=pl.Boolean)
+    refs = report[subject_column].cast(pl.String).fill_null("").str.strip_chars()
+    schools = report[school_column].cast(pl.String).fill_null("").str.strip_chars()
+    in_school = (schools == subject.school) & (refs != "")
+    if subject.ref:
+        return in_school & (refs == subject.ref)
+    candidates = sorted(set(refs.filter(in_school).to_list()))
+    if not candidates:
+        return in_school
+    indexes = protector.blind_indexes(
+        session,
+        IdentityField.student_ref,
+        [f"{subject.country}/{subject.school}/{ref}" for ref in candidates],
+    )
+    found = set(
+        session.execute(
+            select(Student.ref_index).where(
+                in_values(session, Student.ref_index, indexes), Student.erased_at.is_(None)
+            )
+        ).scalars()
+    )
+    unmatched = [ref for ref, index in zip(candidates, indexes, strict=True) if index not in found]
+    return in_school & refs.is_in(unmatched)
+
+
+def _erase_from_quarantine(
+    session: Session,
+    store: EncryptedStore,
+    protector: IdentityProtector,
+    subject: _Subject,
+    *,
+    dataset_id: str,
+    number: int,
+    notice: WithdrawalNotice,
+) -> list[str]:
+    """Rewrite one version's quarantine report without the subject's rows (version locked); returns
+    the storage key to delete after commit."""
+    version = session.execute(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.dataset_id == dataset_id,
+            DatasetVersion.version == number,
+            DatasetVersion.state == VersionState.published.value,
+            DatasetVersion.quarantine_object.is_not(None),
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    if version is None or not version.quarantine_object:
+        return []  # purged or destroyed meanwhile
+    name = version.quarantine_object
+    ctx = ObjectContext(dataset_id, number, name)
+    report = pl.read_csv(io.BytesIO(store.read_object(session, ctx)), infer_schema=False)
+    mine = _subject_rows(
+        session,
+        protector,
+        subject,
+        report,
+        subject_column=str(version.schema["subject_id_column"]),
+        school_column=str(version.schema["school_column"]),
+    )
+    if not mine.any():
+        return []
+    lines = report.filter(mine)
+    removed = lines["row"].n_unique() if "row" in lines.columns else lines.height
+    kept = report.filter(~mine)
+    written = None
+    if kept.height:
+        written = _next_name(name)
+        store.put_object(session, ObjectContext(dataset_id, number, written), [kept.write_csv().encode()])
+    _shred_key(session, ctx)
+    version.quarantine_object = written
+    session.flush()
+    record(
+        session,
+        Actor.system(),
+        QUARANTINE_ERASED,
+        target_type="withdrawal",
+        target_id=notice.event_id,
+        details=QuarantineErasedDetails(
+            withdrawal_event=notice.event_id,
+            dataset=dataset_id,
+            version=number,
+            rows_removed=removed,
+            matched_by=subject.match,
+            report_destroyed=name,
+            report_written=written,
+        ),
+    )
+    log.info("enclave.quarantine_rows_erased", dataset=dataset_id, version=number, rows=removed)
+    return [ctx.storage_key]
+
+
 def _next_name(name: str) -> str:
-    """``part-0000.parquet`` -> ``part-0000.e1.parquet`` -> ``part-0000.e2.parquet``."""
+    """``part-0000.parquet`` -> ``part-0000.e1.parquet`` -> ``part-0000.e2.parquet`` (and
+    ``quarantine.csv`` -> ``quarantine.e1.csv``)."""
     stem, _, suffix = name.rpartition(".")
     base, dot, counter = stem.rpartition(".e")
     if dot and counter.isdigit():
