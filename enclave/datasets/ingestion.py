@@ -24,6 +24,11 @@ caller's transaction (nothing is visible until it commits, and a failure leaves 
 6. **Write Parquet and encrypt** one object per batch (``part-0000.parquet``, ``part-0001.parquet``,
    ...) through ``EncryptedStore`` (fresh data key each, bound to dataset, version and object name).
 
+Steps 1-2 of the next batch (and its keyed hashes) run while a worker thread does steps 3-6 of the
+current one, which is mostly PostgreSQL's work in its own process: on two cores a large file takes
+little more than the longer of the two. Each step works on whole batches: one hash key read, one
+statement per look-up, Polars and NumPy for the rows.
+
 Then the version row (the manifest: its objects, counts and state ``published``) and a ledger entry
 are written. Ingestions of one dataset are serialised by a lock on the dataset's row. If anything
 fails, the savepoint is rolled back (so the data keys of the parts written are gone: the parts can
@@ -35,6 +40,8 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,15 +49,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from access.audit.actions import Details, Identifier, Role, register_action
 from access.audit.service import record
 from access.principal import Principal
 from consent.decisions import pseudonyms
-from consent.decisions.models import Status
-from consent.decisions.status import student_statuses
+from consent.decisions.status import granted_students
 from consent.identity import IdentityField, IdentityProtector
 from consent.rosters.models import Student
 from enclave.datasets import ingest_source
@@ -58,7 +64,7 @@ from enclave.datasets.exceptions import DatasetConflict, DatasetNotFound, Invali
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from enclave.objects.store import EncryptedStore, ObjectContext
-from infra.db import in_values
+from infra.db import any_of, is_postgresql
 from infra.errors import Forbidden, PayloadTooLarge, ValidationFailed
 from infra.logging import get_logger
 
@@ -273,7 +279,8 @@ class _SeenSubjects:
 
     def first_rows(self, indexes: Sequence[str], rows: np.ndarray) -> np.ndarray:
         """The row where each subject was first met (-1 if new); then remembers the new ones."""
-        keys = np.array([int(index[:16], 16) for index in indexes], dtype=np.uint64)
+        prefixes = bytes.fromhex("".join([index[:16] for index in indexes]))
+        keys = np.frombuffer(prefixes, dtype=">u8").astype(np.uint64)
         found = np.full(len(keys), -1, dtype=np.int64)
         if self.keys.size:
             position = np.clip(np.searchsorted(self.keys, keys), 0, self.keys.size - 1)
@@ -333,6 +340,20 @@ class _Quarantine:
 
 
 @dataclass
+class _Checked:
+    """A batch checked on its own, waiting for its students to be found and its rows stored."""
+
+    frame: pl.DataFrame
+    offset: int
+    consumed: int
+    errors: list[RowError]
+    present: np.ndarray
+    """Positions of the rows that have a subject id."""
+    indexes: list[str]
+    """Blind index of each of those rows."""
+
+
+@dataclass
 class _Run:
     """The state of one ingestion across its batches."""
 
@@ -345,6 +366,7 @@ class _Run:
     version: int
     quarantine: bool
     moment: datetime
+    indexer: Callable[[Iterable[str]], list[str]]
     progress: Progress = field(default_factory=Progress)
     seen: _SeenSubjects = field(default_factory=_SeenSubjects)
     errors: list[RowError] = field(default_factory=list)
@@ -359,7 +381,8 @@ class _Run:
         if room > 0:
             self.errors.extend(errors[:room])
 
-    def batch(self, frame: pl.DataFrame, offset: int) -> None:
+    def check(self, frame: pl.DataFrame, offset: int, consumed: int) -> _Checked:
+        """The problems a batch has in itself and its blind indexes (no database: runs ahead)."""
         schema = self.schema
         if offset == 0:
             if columns := check_columns(frame.columns, schema):
@@ -368,37 +391,36 @@ class _Run:
         errors = check_rows(frame, schema, offset)
         refs = frame[schema.subject_id_column].cast(pl.String).str.strip_chars().fill_null("")
         schools = frame[schema.school_column].cast(pl.String).str.strip_chars().fill_null("")
-        has_ref = (refs != "").to_numpy()
-        present = np.flatnonzero(has_ref)
-        country = self.principal.country
-        indexes = [
-            self.protector.blind_index(self.session, IdentityField.student_ref, f"{country}/{school}/{ref}")
-            for school, ref in zip(
-                schools.gather(present).to_list(), refs.gather(present).to_list(), strict=True
-            )
-        ]
+        present = np.flatnonzero((refs != "").to_numpy())
+        identities = (
+            pl.DataFrame({"school": schools, "ref": refs})[present]
+            .select(pl.concat_str(pl.lit(f"{self.principal.country}/"), "school", pl.lit("/"), "ref"))
+            .to_series()
+        )
+        indexes = self.indexer(identities.to_list())
         rows = present.astype(np.int64) + offset + 2
         first = self.seen.first_rows(indexes, rows)
         errors += [
             RowError(int(row), schema.subject_id_column, f"{DUPLICATE} (first in row {int(seen)})")
             for row, seen in zip(rows[first >= 0], first[first >= 0], strict=True)
         ]
-        found = self._students(indexes)
-        subjects: list[str | None] = [None] * frame.height
-        for position, index in zip(present.tolist(), indexes, strict=True):
-            student = found.get(index)
-            if student is None or (self.principal.schools and student[1] not in self.principal.schools):
-                errors.append(
-                    RowError(
-                        position + offset + 2,
-                        schema.subject_id_column,
-                        "not on the roster of this school (or outside your schools)",
-                    )
-                )
-            else:
-                subjects[position] = student[0]
+        return _Checked(frame, offset, consumed, errors, present, indexes)
+
+    def store_batch(self, checked: _Checked) -> None:
+        """Find the batch's students, keep the consenting ones, pseudonymise and write the part."""
+        frame, offset, errors, present = checked.frame, checked.offset, checked.errors, checked.present
+        found = self._students(checked.indexes)
+        errors += [
+            RowError(
+                int(position) + offset + 2,
+                self.schema.subject_id_column,
+                "not on the roster of this school (or outside your schools)",
+            )
+            for position in present[found.is_null().to_numpy()]
+        ]
         errors.sort(key=lambda e: (e.row, e.column))
         self.progress.rows_read += frame.height
+        self.progress.bytes_read = checked.consumed
         if errors:
             if not self.quarantine:
                 self.reject(errors)
@@ -406,44 +428,51 @@ class _Run:
                 self.quarantined.add(frame, offset, errors)
         if self.error_count:
             return  # the upload is refused: validate the rest, store nothing more
-        bad = {e.row - offset - 2 for e in errors}
-        good = [i for i in range(frame.height) if i not in bad] if bad else list(range(frame.height))
-        good_subjects = [subjects[i] for i in good]
-        statuses = student_statuses(
-            self.session, [s for s in good_subjects if s], at=self.moment, purposes=[self.dataset.purpose]
+        subjects = pl.Series("subject", [None] * frame.height, dtype=pl.String).scatter(present, found)
+        good = np.ones(frame.height, dtype=bool)
+        if errors:
+            good[np.array([e.row - offset - 2 for e in errors], dtype=np.int64)] = False
+        candidates = subjects.filter(good)  # every row without a problem has its student
+        granted = granted_students(
+            self.session, candidates.drop_nulls().to_list(), at=self.moment, purpose=self.dataset.purpose
         )
-        purpose = self.dataset.purpose
-        keep = [
-            i
-            for i, s in zip(good, good_subjects, strict=True)
-            if s and statuses.rows[s][purpose] is Status.granted
-        ]
-        self.excluded += len(good) - len(keep)
-        kept_subjects = [subjects[i] for i in keep]
-        mapping = pseudonyms.pseudonymise(
-            self.session, self.store.keys, self.dataset.domain, [s for s in kept_subjects if s]
+        consenting = (
+            candidates.is_in(pl.Series(list(granted), dtype=pl.String).implode()).fill_null(False).to_numpy()
         )
-        selected = frame[keep] if len(keep) < frame.height else frame
+        keep = np.flatnonzero(good)[consenting]
+        self.excluded += int(good.sum()) - keep.size
+        kept = candidates.filter(consenting).to_list()
+        mapping = pseudonyms.pseudonymise(self.session, self.store.keys, self.dataset.domain, kept)
+        selected = frame[keep] if keep.size < frame.height else frame
         output = pl.DataFrame(
             [
-                pl.Series(PSEUDONYM, [mapping[s] for s in kept_subjects if s], dtype=pl.String),
-                *_typed(selected, schema),
+                pl.Series(PSEUDONYM, [mapping[s] for s in kept], dtype=pl.String),
+                *_typed(selected, self.schema),
             ]
         )
         if output.height:
             self.write(output)
 
-    def _students(self, indexes: Sequence[str]) -> dict[str, tuple[str, str]]:
+    def _students(self, indexes: Sequence[str]) -> pl.Series:
+        """The subject id of the student of each blind index (null if not on the roster or not yours)."""
         found: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(indexes), LOOKUP_CHUNK):
-            part = indexes[start : start + LOOKUP_CHUNK]
+        chunk = (len(indexes) or 1) if is_postgresql(self.session) else LOOKUP_CHUNK
+        for start in range(0, len(indexes), chunk):
+            part = indexes[start : start + chunk]
             for index, subject, school in self.session.execute(
                 select(Student.ref_index, Student.subject_id, Student.school_code).where(
-                    in_values(self.session, Student.ref_index, part), Student.erased_at.is_(None)
+                    any_of(self.session, Student.ref_index, part), Student.erased_at.is_(None)
                 )
-            ).all():
+            ):
                 found[index] = (subject, school)
-        return found
+        allowed = self.principal.schools
+        return pl.Series(
+            [
+                student[0] if student is not None and (not allowed or student[1] in allowed) else None
+                for student in map(found.get, indexes)
+            ],
+            dtype=pl.String,
+        )
 
     def write(self, output: pl.DataFrame) -> None:
         buffer = io.BytesIO()
@@ -554,21 +583,23 @@ def ingest_stream(
             number,
             quarantine,
             now or datetime.now(UTC),
+            protector.blind_indexer(session, IdentityField.student_ref),
         )
         digest = hashlib.sha256()
         stream = _source(fmt, path, data, chunks, digest)
-        for batch in ingest_source.batches(
-            fmt,
-            path=path if fmt == "parquet" else None,
-            data=data,
-            chunks=stream,
-            batch_bytes=batch_bytes,
-            batch_rows=batch_rows,
-        ):
-            run.batch(batch.frame, batch.offset)
-            run.progress.bytes_read = batch.consumed
-            if progress is not None:
-                progress(run.progress)
+        with _without_jit(session):
+            _run_batches(
+                run,
+                ingest_source.batches(
+                    fmt,
+                    path=path if fmt == "parquet" else None,
+                    data=data,
+                    chunks=stream,
+                    batch_bytes=batch_bytes,
+                    batch_rows=batch_rows,
+                ),
+                progress,
+            )
         report = _publish(run, reserved, source_sha256 or digest.hexdigest())
         savepoint.commit()
     except BaseException:
@@ -580,6 +611,48 @@ def ingest_stream(
     if progress is not None:
         progress(run.progress)
     return report
+
+
+def _run_batches(
+    run: _Run, batches: Iterable[ingest_source.Batch], progress: Callable[[Progress], None] | None
+) -> None:
+    """Check each batch in this thread while the previous one is stored by a worker thread.
+
+    Reading, parsing, validating and hashing the next batch (Polars, HMAC: no database) overlap
+    with the database work of the current one, which runs in PostgreSQL's own process: on two
+    cores a large file takes little more than the longer of the two. Only the worker uses the
+    session while batches are read (the upload's chunks are opened before the first batch), and
+    one batch at most waits, so memory stays bounded.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as worker:
+        storing: Future[None] | None = None
+        for batch in batches:
+            checked = run.check(batch.frame, batch.offset, batch.consumed)
+            if storing is not None:
+                storing.result()
+                if progress is not None:
+                    progress(run.progress)
+            storing = worker.submit(run.store_batch, checked)
+        if storing is not None:
+            storing.result()
+            if progress is not None:
+                progress(run.progress)
+
+
+@contextmanager
+def _without_jit(session: Session) -> Iterator[None]:
+    """PostgreSQL's JIT compiler off while the batches are processed, then as it was.
+
+    The look-ups of a batch of 100,000 rows cost enough for the planner to compile them, which
+    takes longer than running them. Set in the ingestion's savepoint: rolled back with it.
+    """
+    if not is_postgresql(session):
+        yield
+        return
+    previous = session.execute(text("SELECT current_setting('jit')")).scalar_one()
+    session.execute(text("SELECT set_config('jit', 'off', true)"))
+    yield
+    session.execute(text("SELECT set_config('jit', :value, true)"), {"value": previous})
 
 
 def _source(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 import pytest
 from sqlalchemy import select
 
 from access.audit.actions import Role
 from consent.decisions import pseudonyms
+from consent.identity import IdentityField
+from consent.rosters.models import Student
 from enclave.datasets.ingestion import UploadRejected, ingest, load_version
 from enclave.datasets.models import DatasetVersion
 from infra.errors import EnclaveError
@@ -178,3 +182,45 @@ def test_a_steward_uploads_a_version_over_http_and_a_bad_file_is_refused_with_it
         ).status_code
         == 403
     )
+
+
+def test_the_batch_blind_index_is_the_per_value_index_the_roster_is_found_by(db_session, world):
+    protector = world["protector"]
+    first = world["upload"].row(0, named=True)
+    values = [f"ES/{first['school']}/{first['student_ref']}", "ES/S-1/P-0002", "ES/ÉCOLE/ñ-3", ""]
+    batch = protector.blind_indexes(db_session, IdentityField.student_ref, values)
+    assert batch == [protector.blind_index(db_session, IdentityField.student_ref, v) for v in values]
+    assert len(set(batch)) == len(values)
+    assert db_session.execute(select(Student).where(Student.ref_index == batch[0])).scalar_one()
+    other_field = protector.blind_indexes(db_session, IdentityField.guardian_email, values[:1])
+    assert other_field != batch[:1], "the field name is part of the hashed value"
+
+
+def test_a_steward_limited_to_other_schools_cannot_store_this_schools_rows(db_session, world):
+    upload: pl.DataFrame = world["upload"]
+    school = upload["school"][0]
+    limited = dataclasses.replace(world["steward"], schools=frozenset({"another-school"}))
+    with pytest.raises(UploadRejected) as rejected:
+        ingest(
+            db_session,
+            limited,
+            world["store"],
+            world["protector"],
+            dataset_id=DATASET,
+            data=upload.write_csv().encode(),
+        )
+    assert rejected.value.error_count == upload.height
+    assert {(p.row, p.reason) for p in rejected.value.errors} == {
+        (row, "not on the roster of this school (or outside your schools)")
+        for row in range(2, upload.height + 2)
+    }
+    own = dataclasses.replace(world["steward"], schools=frozenset({school}))
+    report = ingest(
+        db_session,
+        own,
+        world["store"],
+        world["protector"],
+        dataset_id=DATASET,
+        data=upload.write_csv().encode(),
+    )
+    assert report.rows_stored == len(world["granted"])
