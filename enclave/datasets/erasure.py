@@ -255,6 +255,19 @@ def _shred_key(session: Session, ctx: ObjectContext) -> list[str]:
     return [row.id for row in rows]
 
 
+def _locked_version(session: Session, dataset_id: str, number: int) -> DatasetVersion | None:
+    """The published version, locked for this transaction (None once destroyed)."""
+    return session.execute(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.dataset_id == dataset_id,
+            DatasetVersion.version == number,
+            DatasetVersion.state == VersionState.published.value,
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
 def _erase_from_version(
     session: Session,
     store: EncryptedStore,
@@ -265,15 +278,7 @@ def _erase_from_version(
     notice: WithdrawalNotice,
 ) -> list[str]:
     """Rewrite one version without the subject (locked); returns the storage keys to delete after commit."""
-    version = session.execute(
-        select(DatasetVersion)
-        .where(
-            DatasetVersion.dataset_id == dataset_id,
-            DatasetVersion.version == number,
-            DatasetVersion.state == VersionState.published.value,
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
+    version = _locked_version(session, dataset_id, number)
     if version is None:
         return []  # destroyed meanwhile
     destroyed: list[str] = []
@@ -379,16 +384,7 @@ def _erase_from_quarantine(
 ) -> list[str]:
     """Rewrite one version's quarantine report without the subject's rows (version locked); returns
     the storage key to delete after commit."""
-    version = session.execute(
-        select(DatasetVersion)
-        .where(
-            DatasetVersion.dataset_id == dataset_id,
-            DatasetVersion.version == number,
-            DatasetVersion.state == VersionState.published.value,
-            DatasetVersion.quarantine_object.is_not(None),
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
+    version = _locked_version(session, dataset_id, number)
     if version is None or not version.quarantine_object:
         return []  # purged or destroyed meanwhile
     name = version.quarantine_object

@@ -22,6 +22,7 @@ from enclave.datasets.models import DatasetVersion
 from enclave.objects.models import DataKey
 from enclave.objects.store import EncryptedStore, ObjectContext, ObjectDestroyed
 from tests.enclave.test_erasure import old_enough, withdraw
+from tests.enclave.test_erasure_everywhere import decrypt_everything
 from tests.support.auth import auth_headers
 
 DATASET = "questionnaire-wave1"
@@ -67,19 +68,6 @@ def quarantined(client, db_session, world, staff_factory) -> dict[str, Any]:
         "steward_headers": steward,
         "client": client,
     }
-
-
-def decrypt_everything(db_session, store: EncryptedStore) -> dict[str, bytes]:
-    """Every object in the store, decrypted; an object without a live data key fails the test."""
-    live = {row.storage_key: row for row in db_session.execute(select(DataKey)).scalars() if row.wrapped_key}
-    plain = {}
-    for info in store.storage.list("datasets/"):
-        assert info.key in live, f"{info.key} is stored but has no live data key"
-        row = live[info.key]
-        plain[info.key] = store.read_object(
-            db_session, ObjectContext(row.dataset_id, row.dataset_version, row.object_name)
-        )
-    return plain
 
 
 def report(world: dict[str, Any], version: int) -> pl.DataFrame:
