@@ -14,7 +14,6 @@ wrapping key rewraps these two tokens; rows are untouched.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import threading
@@ -127,8 +126,7 @@ class IdentityProtector:
 
     def blind_index(self, session: Session, field: IdentityField, value: str) -> str:
         """Hex HMAC-SHA256 of the field name and the (already normalised) value."""
-        key = self._data_key(session, _Purpose.lookup)
-        return hmac.new(key, field.value.encode() + b"\x00" + value.encode(), hashlib.sha256).hexdigest()
+        return self.blind_indexer(session, field)([value])[0]
 
     def blind_indexes(self, session: Session, field: IdentityField, values: Iterable[str]) -> list[str]:
         """``blind_index`` of many values, in order."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 
 import polars as pl
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy import select
 
 from access.audit.actions import Role
 from consent.decisions import pseudonyms
-from consent.identity import IdentityField
+from consent.identity import IdentityField, _Purpose
 from consent.rosters.models import Student
 from enclave.datasets.ingestion import UploadRejected, ingest, load_version
 from enclave.datasets.models import DatasetVersion
@@ -190,6 +192,10 @@ def test_the_batch_blind_index_is_the_per_value_index_the_roster_is_found_by(db_
     values = [f"ES/{first['school']}/{first['student_ref']}", "ES/S-1/P-0002", "ES/ÉCOLE/ñ-3", ""]
     batch = protector.blind_indexes(db_session, IdentityField.student_ref, values)
     assert batch == [protector.blind_index(db_session, IdentityField.student_ref, v) for v in values]
+    # Both are the documented formula: HMAC-SHA256 under the lookup key of "field\0value".
+    key = protector._data_key(db_session, _Purpose.lookup)
+    expected = [hmac.new(key, b"student_ref\x00" + v.encode(), hashlib.sha256).hexdigest() for v in values]
+    assert batch == expected
     assert len(set(batch)) == len(values)
     assert db_session.execute(select(Student).where(Student.ref_index == batch[0])).scalar_one()
     other_field = protector.blind_indexes(db_session, IdentityField.guardian_email, values[:1])
