@@ -50,6 +50,18 @@ def any_of(session: Session, column: Any, values: Sequence[str]) -> Any:
     return column.in_(list(values))
 
 
+SQLITE_VALUES = 30_000
+"""Values per ``any_of`` statement on SQLite (it allows 32,766 parameters in one statement)."""
+
+
+def value_parts(session: Session, values: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``values`` in the parts one ``any_of`` statement takes: all at once on PostgreSQL (one text
+    parameter, any number), ``SQLITE_VALUES`` at a time elsewhere."""
+    size = (len(values) or 1) if is_postgresql(session) else SQLITE_VALUES
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 def as_utc(moment: datetime) -> datetime:
     """An aware UTC datetime: SQLite hands back naive ones for timezone-aware columns (in UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from consent.decisions.models import Pseudonym
-from infra.db import any_of, in_values, is_postgresql
+from infra.db import any_of, in_values, value_parts
 from infra.keys import KeyBackend
 
 CHUNK = 30_000
@@ -32,10 +32,7 @@ def pseudonymise(
     """Pseudonyms of the subjects in ``domain`` (subject id -> pseudonym), created and stored as needed."""
     wanted = list(dict.fromkeys(subject_ids))
     known: dict[str, str] = {}
-    # PostgreSQL takes any number in one statement (one text parameter); SQLite in chunks.
-    chunk = (len(wanted) or 1) if is_postgresql(session) else CHUNK
-    for start in range(0, len(wanted), chunk):
-        part = wanted[start : start + chunk]
+    for part in value_parts(session, wanted):
         rows = session.execute(
             select(Pseudonym.subject_id, Pseudonym.pseudonym).where(
                 Pseudonym.domain == domain, any_of(session, Pseudonym.subject_id, part)

@@ -64,7 +64,7 @@ from enclave.datasets.exceptions import DatasetConflict, DatasetNotFound, Invali
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from enclave.objects.store import EncryptedStore, ObjectContext
-from infra.db import any_of, is_postgresql
+from infra.db import any_of, is_postgresql, value_parts
 from infra.errors import Forbidden, PayloadTooLarge, ValidationFailed
 from infra.logging import get_logger
 
@@ -76,7 +76,6 @@ MAX_REPORTED = 1000
 """Problems listed in a refusal (all are counted)."""
 MAX_QUARANTINED = 100_000
 """Beyond this many problems the upload is refused even with quarantine: the file needs fixing."""
-LOOKUP_CHUNK = 30_000
 QUARANTINE = "quarantine.csv"
 """The object name of a version's quarantine report."""
 DUPLICATE = "the same subject appears twice"
@@ -360,7 +359,6 @@ class _Run:
     session: Session
     principal: Principal
     store: EncryptedStore
-    protector: IdentityProtector
     dataset: Dataset
     schema: DatasetSchema
     version: int
@@ -456,9 +454,7 @@ class _Run:
     def _students(self, indexes: Sequence[str]) -> pl.Series:
         """The subject id of the student of each blind index (null if not on the roster or not yours)."""
         found: dict[str, tuple[str, str]] = {}
-        chunk = (len(indexes) or 1) if is_postgresql(self.session) else LOOKUP_CHUNK
-        for start in range(0, len(indexes), chunk):
-            part = indexes[start : start + chunk]
+        for part in value_parts(self.session, indexes):
             for index, subject, school in self.session.execute(
                 select(Student.ref_index, Student.subject_id, Student.school_code).where(
                     any_of(self.session, Student.ref_index, part), Student.erased_at.is_(None)
@@ -577,7 +573,6 @@ def ingest_stream(
             session,
             principal,
             store,
-            protector,
             dataset,
             schema,
             number,
