@@ -192,7 +192,8 @@ class Pseudonym(Base):
 
     domain: Mapped[str] = mapped_column(String(64), primary_key=True)
     pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
-    subject_id: Mapped[str] = mapped_column(String(36), index=True)
+    subject_id: Mapped[str] = mapped_column(String(36))
+    """Looked up with the domain, through the unique constraint's index."""
 
 
 class StatusCache(Base):

@@ -39,19 +39,35 @@ def pseudonymise(
             )
         ).all()
         known.update(rows)
-    missing = [s for s in wanted if s not in known]
-    digests = keys.hmac_many(key_name(domain), [s.encode() for s in missing]) if missing else []
-    fresh = {s: digest.hex() for s, digest in zip(missing, digests, strict=True)}
-    if fresh:
-        _store(session, domain, fresh)
-    return {**known, **fresh}
+    return {**known, **create(session, keys, domain, [s for s in wanted if s not in known])}
 
 
-def _store(session: Session, domain: str, fresh: dict[str, str]) -> None:
+def create(session: Session, keys: KeyBackend, domain: str, subject_ids: Sequence[str]) -> dict[str, str]:
+    """Pseudonyms of subjects that have none yet in ``domain``, computed and stored (id -> pseudonym).
+
+    A subject that already has one makes the insert fail on the unique constraint.
+    """
+    fresh = compute(keys, domain, subject_ids)
+    store(session, domain, fresh)
+    return fresh
+
+
+def compute(keys: KeyBackend, domain: str, subject_ids: Sequence[str]) -> dict[str, str]:
+    """The pseudonyms of these subjects in ``domain`` (id -> pseudonym), neither read nor stored."""
+    if not subject_ids:
+        return {}
+    digests = keys.hmac_many(key_name(domain), [s.encode() for s in subject_ids])
+    return {s: digest.hex() for s, digest in zip(subject_ids, digests, strict=True)}
+
+
+def store(session: Session, domain: str, fresh: dict[str, str]) -> None:
+    """Store new pseudonyms (from ``compute``) of subjects that have none yet in ``domain``."""
+    if not fresh:
+        return
     if session.get_bind().dialect.name == "postgresql":
         # One statement whatever the number: the two lists travel as two text parameters. In the
-        # order of the subject ids, so that two of the three indexes are filled page after page
-        # rather than at random (an ingestion of millions inserts 100,000 at a time).
+        # order of the subject ids, so that the unique index is filled page after page rather
+        # than at random (an ingestion of millions inserts 100,000 at a time).
         subjects = sorted(fresh)
         session.execute(
             text(

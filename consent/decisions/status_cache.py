@@ -39,7 +39,7 @@ HORIZON = timedelta(days=366)
 
 # Each student with their cache row and the last time their country's rules or forms changed (up to
 # the instant ``:t``), for ``lookup`` and ``due_for_refresh``.
-_WITH_ROWS = """WITH country_change AS (
+WITH_ROWS = """WITH country_change AS (
     SELECT country_code, MAX(changed) AS changed FROM (
         SELECT country_code, created_at AS changed FROM consent_country_rule
         UNION ALL
@@ -47,7 +47,7 @@ _WITH_ROWS = """WITH country_change AS (
     ) AS changes GROUP BY country_code
 )
 """
-_ROWS = """FROM consent_student s
+ROWS = """FROM consent_student s
 LEFT JOIN consent_status_cache c ON c.student_id = s.id
 LEFT JOIN country_change cc ON cc.country_code = s.country_code
 """
@@ -56,15 +56,16 @@ LEFT JOIN country_change cc ON cc.country_code = s.country_code
 # (rectified, restricted, erased), or their country's rules or forms (a version recorded or
 # published since). These checks cost little and keep the cache right even for a writer that forgot
 # to refresh; decisions and guardian links are refreshed by their writers.
-_LOOKUP = """
-{with_rows}SELECT s.subject_id,
-       CASE WHEN c.purposes = :purposes AND c.valid_from <= :t AND :t < c.valid_until
+CACHED_CODES = """CASE WHEN c.purposes = :purposes AND c.valid_from <= :t AND :t < c.valid_until
              AND s.updated_at <= c.valid_from
              AND (s.restricted_at IS NULL OR s.restricted_at <= c.valid_from OR s.restricted_at > :t)
              AND (s.erased_at IS NULL OR s.erased_at <= c.valid_from OR s.erased_at > :t)
              AND (cc.changed IS NULL OR cc.changed <= c.valid_from)
-            THEN c.codes END
-{rows}WHERE {subject_filter}
+            THEN c.codes END"""
+"""The student's cached codes if their row answers for ``:t`` (else NULL), over ``WITH_ROWS``/``ROWS``."""
+_LOOKUP = f"""
+{{with_rows}}SELECT s.subject_id, {CACHED_CODES}
+{{rows}}WHERE {{subject_filter}}
 """
 
 
@@ -82,7 +83,7 @@ def lookup(
         # index in order, instead of guessing 200 and hashing the whole cache (a batch of a file
         # of millions of rows asks about 100,000).
         where = "s.subject_id = ANY(string_to_array(:ids, ','))"
-    statement = text(_LOOKUP.format(with_rows=_WITH_ROWS, rows=_ROWS, subject_filter=where)).bindparams(
+    statement = text(_LOOKUP.format(with_rows=WITH_ROWS, rows=ROWS, subject_filter=where)).bindparams(
         bindparam("t", type_=DateTime(timezone=True)), bindparam("purposes", type_=String())
     )
     params: dict[str, Any] = {"t": at, "purposes": ",".join(purposes)}
@@ -239,7 +240,7 @@ def due_for_refresh(
     """Students whose row is missing, ends before ``before``, or no longer holds (see ``lookup``)."""
     from consent.decisions.status import all_purposes
 
-    statement = text(_DUE.format(with_rows=_WITH_ROWS, rows=_ROWS)).bindparams(
+    statement = text(_DUE.format(with_rows=WITH_ROWS, rows=ROWS)).bindparams(
         bindparam("t", type_=DateTime(timezone=True)),
         bindparam("before", type_=DateTime(timezone=True)),
         bindparam("purposes", type_=String()),

@@ -49,22 +49,20 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from access.audit.actions import Details, Identifier, Role, register_action
 from access.audit.service import record
 from access.principal import Principal
-from consent.decisions import pseudonyms
-from consent.decisions.status import granted_students
+from consent.decisions import matching, pseudonyms
 from consent.identity import IdentityField, IdentityProtector
-from consent.rosters.models import Student
 from enclave.datasets import ingest_source
 from enclave.datasets.exceptions import DatasetConflict, DatasetNotFound, InvalidDataset
 from enclave.datasets.models import Dataset, DatasetVersion, VersionState
 from enclave.datasets.schemas import DatasetSchema, Variable, VariableType
 from enclave.objects.store import EncryptedStore, ObjectContext
-from infra.db import any_of, is_postgresql, value_parts
+from infra.db import is_postgresql
 from infra.errors import Forbidden, PayloadTooLarge, ValidationFailed
 from infra.logging import get_logger
 
@@ -74,6 +72,8 @@ MAX_UPLOAD = 512 * 1024 * 1024
 """Larger files go through the command line (streamed), not an HTTP request body."""
 MAX_REPORTED = 1000
 """Problems listed in a refusal (all are counted)."""
+WHOLE_ROSTER_SHARE = 0.1
+"""An upload expected to hold at least this share of the country's roster matches it whole, once."""
 MAX_QUARANTINED = 100_000
 """Beyond this many problems the upload is refused even with quarantine: the file needs fixing."""
 QUARANTINE = "quarantine.csv"
@@ -338,6 +338,59 @@ class _Quarantine:
             )
 
 
+class _NewPseudonyms:
+    """Stores the pseudonyms an ingestion creates, batch after batch.
+
+    Inserting millions of rows into the pseudonym table (random keys in two unique indexes) is
+    most of the database's work in a large first upload. On PostgreSQL with an engine they go in
+    on a connection of their own, one committed transaction per batch, while the next batches are
+    matched and written: the database then works on both cores. A pseudonym is a keyed hash of the
+    subject id, the same whenever it is computed, so rows committed for an upload that then fails
+    hold nothing that was not already derivable: no research data, and the next upload would
+    create exactly these. Elsewhere (SQLite, or a session on a caller's connection) they are
+    inserted in the ingestion's own transaction. ``finish`` waits for every batch (and raises
+    what failed) before the version is published.
+    """
+
+    WAITING = 3
+    """Batches at most waiting to be stored (bounds memory)."""
+
+    def __init__(self, session: Session, domain: str) -> None:
+        self.session = session
+        self.domain = domain
+        bind = session.get_bind()
+        self.engine = bind if isinstance(bind, Engine) and is_postgresql(session) else None
+        self.worker = (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="pseudonyms") if self.engine else None
+        )
+        self.waiting: list[Future[None]] = []
+
+    def add(self, fresh: dict[str, str]) -> None:
+        if not fresh:
+            return
+        if self.worker is None:
+            pseudonyms.store(self.session, self.domain, fresh)
+            return
+        self.waiting.append(self.worker.submit(self._commit, fresh))
+        while len(self.waiting) > self.WAITING:
+            self.waiting.pop(0).result()
+
+    def _commit(self, fresh: dict[str, str]) -> None:
+        with Session(bind=self.engine) as session:
+            with _without_jit(session):
+                pseudonyms.store(session, self.domain, fresh)
+            session.commit()
+
+    def finish(self) -> None:
+        """Wait until every batch is stored; raise the first failure."""
+        while self.waiting:
+            self.waiting.pop(0).result()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class _Checked:
     """A batch checked on its own, waiting for its students to be found and its rows stored."""
@@ -365,6 +418,14 @@ class _Run:
     quarantine: bool
     moment: datetime
     indexer: Callable[[Iterable[str]], list[str]]
+    size: int | None = None
+    """The upload's size in bytes when known (to tell how much of the roster it holds)."""
+    lookup: str = "auto"
+    """How students are matched: ``batch`` (probed per batch), ``country`` (whole roster once), ``auto``."""
+    roster: pl.DataFrame | None = None
+    """Every student of the country, matched once (``matching.match_students``) when that costs less."""
+    roster_rows: int | None = None
+    new_pseudonyms: _NewPseudonyms | None = None
     progress: Progress = field(default_factory=Progress)
     seen: _SeenSubjects = field(default_factory=_SeenSubjects)
     errors: list[RowError] = field(default_factory=list)
@@ -407,14 +468,18 @@ class _Run:
     def store_batch(self, checked: _Checked) -> None:
         """Find the batch's students, keep the consenting ones, pseudonymise and write the part."""
         frame, offset, errors, present = checked.frame, checked.offset, checked.errors, checked.present
-        found = self._students(checked.indexes)
+        matched = self._match(checked.indexes, checked.consumed)
+        allowed = self.principal.schools
+        found = matched["subject_id"].is_not_null()
+        if allowed:
+            found &= matched["school_code"].is_in(pl.Series(sorted(allowed), dtype=pl.String).implode())
         errors += [
             RowError(
                 int(position) + offset + 2,
                 self.schema.subject_id_column,
                 "not on the roster of this school (or outside your schools)",
             )
-            for position in present[found.is_null().to_numpy()]
+            for position in present[~found.to_numpy()]
         ]
         errors.sort(key=lambda e: (e.row, e.column))
         self.progress.rows_read += frame.height
@@ -426,48 +491,63 @@ class _Run:
                 self.quarantined.add(frame, offset, errors)
         if self.error_count:
             return  # the upload is refused: validate the rest, store nothing more
-        subjects = pl.Series("subject", [None] * frame.height, dtype=pl.String).scatter(present, found)
-        good = np.ones(frame.height, dtype=bool)
+        good = np.zeros(frame.height, dtype=bool)
+        good[present] = True  # rows with a subject id, each matched to its student (or an error)
         if errors:
             good[np.array([e.row - offset - 2 for e in errors], dtype=np.int64)] = False
-        candidates = subjects.filter(good)  # every row without a problem has its student
-        granted = granted_students(
-            self.session, candidates.drop_nulls().to_list(), at=self.moment, purpose=self.dataset.purpose
+        matched_rows = matched.with_columns(pl.Series("row", present, dtype=pl.Int64)).filter(
+            pl.Series(good[present])
         )
-        consenting = (
-            candidates.is_in(pl.Series(list(granted), dtype=pl.String).implode()).fill_null(False).to_numpy()
+        consenting = matched_rows.filter(pl.col("granted"))
+        self.excluded += matched_rows.height - consenting.height
+        new = consenting.filter(pl.col("pseudonym").is_null())["subject_id"].to_list()
+        fresh = pseudonyms.compute(self.store.keys, self.dataset.domain, new)
+        if self.new_pseudonyms is None:
+            self.new_pseudonyms = _NewPseudonyms(self.session, self.dataset.domain)
+        self.new_pseudonyms.add(fresh)
+        names = consenting["pseudonym"].fill_null(
+            consenting["subject_id"].replace_strict(fresh, default=None, return_dtype=pl.String)
         )
-        keep = np.flatnonzero(good)[consenting]
-        self.excluded += int(good.sum()) - keep.size
-        kept = candidates.filter(consenting).to_list()
-        mapping = pseudonyms.pseudonymise(self.session, self.store.keys, self.dataset.domain, kept)
+        keep = consenting["row"].to_numpy()
         selected = frame[keep] if keep.size < frame.height else frame
-        output = pl.DataFrame(
-            [
-                pl.Series(PSEUDONYM, [mapping[s] for s in kept], dtype=pl.String),
-                *_typed(selected, self.schema),
-            ]
-        )
+        output = pl.DataFrame([names.alias(PSEUDONYM), *_typed(selected, self.schema)])
         if output.height:
             self.write(output)
 
-    def _students(self, indexes: Sequence[str]) -> pl.Series:
-        """The subject id of the student of each blind index (null if not on the roster or not yours)."""
-        found: dict[str, tuple[str, str]] = {}
-        for part in value_parts(self.session, indexes):
-            for index, subject, school in self.session.execute(
-                select(Student.ref_index, Student.subject_id, Student.school_code).where(
-                    any_of(self.session, Student.ref_index, part), Student.erased_at.is_(None)
-                )
-            ):
-                found[index] = (subject, school)
-        allowed = self.principal.schools
-        return pl.Series(
-            [
-                student[0] if student is not None and (not allowed or student[1] in allowed) else None
-                for student in map(found.get, indexes)
-            ],
-            dtype=pl.String,
+    def _match(self, indexes: Sequence[str], consumed: int) -> pl.DataFrame:
+        """The student of each blind index (``matching.SCHEMA``, nulls where none), in their order.
+
+        Probed batch by batch, unless the upload holds at least ``WHOLE_ROSTER_SHARE`` of the
+        country's roster: then every student of the country is matched once and the batches are
+        joined to that in memory (about 200 bytes a student: 400 MB for a roster of 2,000,000).
+        """
+        if self.roster is None and self.lookup != "batch":
+            if self.roster_rows is None:
+                self.roster_rows = matching.roster_size(self.session, self.principal.country or "")
+            asked = self.progress.rows_read + len(indexes)
+            expected = asked * self.size // consumed if self.size and consumed else asked
+            if self.lookup == "country" or expected >= self.roster_rows * WHOLE_ROSTER_SHARE:
+                self.roster = self._students(None).sort("ref_index")
+        if self.roster is None:
+            return pl.DataFrame({"ref_index": indexes}, schema={"ref_index": pl.String}).join(
+                self._students(indexes), on="ref_index", how="left", maintain_order="left"
+            )
+        # A binary search in the sorted roster: no hash table of millions rebuilt for each batch.
+        keys = pl.Series(indexes, dtype=pl.String)
+        if self.roster.height == 0:
+            return self.roster.clear(len(indexes))
+        found = self.roster[self.roster["ref_index"].search_sorted(keys).clip(0, self.roster.height - 1)]
+        hit = found["ref_index"] == keys
+        return found.select(pl.when(hit).then(pl.col(c)).alias(c) for c in found.columns)
+
+    def _students(self, indexes: Sequence[str] | None) -> pl.DataFrame:
+        return matching.match_students(
+            self.session,
+            country=self.principal.country or "",
+            purpose=self.dataset.purpose,
+            domain=self.dataset.domain,
+            at=self.moment,
+            ref_indexes=indexes,
         )
 
     def write(self, output: pl.DataFrame) -> None:
@@ -526,11 +606,14 @@ def ingest_stream(
     progress: Callable[[Progress], None] | None = None,
     batch_bytes: int = ingest_source.BATCH_BYTES,
     batch_rows: int = ingest_source.BATCH_ROWS,
+    lookup: str = "auto",
 ) -> IngestReport:
     """Ingest an upload of any size batch by batch and publish it as one new version (steward only).
 
     The upload is a file (``path``), bytes (``data``) or a stream of chunks (``chunks``, a callable
-    giving a fresh iterable). ``version`` is a version number reserved by an ingestion job (its row
+    giving a fresh iterable). ``lookup`` chooses how rows are matched to students (``auto``: per
+    batch, or the whole roster at once for an upload holding a good share of it; ``batch`` and
+    ``country`` force one way). ``version`` is a version number reserved by an ingestion job (its row
     in state ``ingesting``); otherwise the next number is taken. Raises ``UploadRejected`` (422,
     every problem located) if the upload is refused, ``StorageUnavailable`` (503, retryable) if the
     object store fails; in both cases nothing is published and the caller's session is as before.
@@ -541,6 +624,8 @@ def ingest_stream(
         )
     if fmt not in ("csv", "parquet"):
         raise InvalidDataset("format", "must be csv or parquet", code="unknown_format")
+    if lookup not in ("auto", "batch", "country"):
+        raise ValueError(f"unknown lookup {lookup!r}")
     savepoint = session.begin_nested()
     run: _Run | None = None
     try:
@@ -579,6 +664,8 @@ def ingest_stream(
             quarantine,
             now or datetime.now(UTC),
             protector.blind_indexer(session, IdentityField.student_ref),
+            size=path.stat().st_size if path is not None else len(data) if data is not None else None,
+            lookup=lookup,
         )
         digest = hashlib.sha256()
         stream = _source(fmt, path, data, chunks, digest)
@@ -619,19 +706,25 @@ def _run_batches(
     session while batches are read (the upload's chunks are opened before the first batch), and
     one batch at most waits, so memory stays bounded.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as worker:
-        storing: Future[None] | None = None
-        for batch in batches:
-            checked = run.check(batch.frame, batch.offset, batch.consumed)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as worker:
+            storing: Future[None] | None = None
+            for batch in batches:
+                checked = run.check(batch.frame, batch.offset, batch.consumed)
+                if storing is not None:
+                    storing.result()
+                    if progress is not None:
+                        progress(run.progress)
+                storing = worker.submit(run.store_batch, checked)
             if storing is not None:
                 storing.result()
-                if progress is not None:
-                    progress(run.progress)
-            storing = worker.submit(run.store_batch, checked)
-        if storing is not None:
-            storing.result()
-            if progress is not None:
-                progress(run.progress)
+        if run.new_pseudonyms is not None:
+            run.new_pseudonyms.finish()
+        if progress is not None:
+            progress(run.progress)
+    finally:
+        if run.new_pseudonyms is not None:
+            run.new_pseudonyms.close()
 
 
 @contextmanager

@@ -99,7 +99,8 @@ def test_quoted_values_with_line_ends_survive_batch_cuts():
     ]
 
 
-def test_quarantine_stores_the_good_rows_and_reports_the_bad_ones_encrypted(db_session, world):
+def broken_upload(world) -> pl.DataFrame:
+    """The school's upload with three bad rows: a bad category, a reference nobody has, a duplicate."""
     upload: pl.DataFrame = world["upload"].with_columns(pl.all().cast(pl.String))
     broken = upload.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("robot")).otherwise("gender").alias("gender"),
@@ -108,7 +109,11 @@ def test_quarantine_stores_the_good_rows_and_reports_the_bad_ones_encrypted(db_s
         .otherwise("student_ref")
         .alias("student_ref"),
     )
-    broken = pl.concat([broken, broken.slice(2, 1)])
+    return pl.concat([broken, broken.slice(2, 1)])
+
+
+def test_quarantine_stores_the_good_rows_and_reports_the_bad_ones_encrypted(db_session, world):
+    broken = broken_upload(world)
     report = stream(db_session, world, broken.write_csv().encode(), quarantine=True)
     assert report.quarantined == 3
     granted = set(world["granted"])

@@ -6,7 +6,7 @@ committed and the local object store. The child process stops at a chosen point 
 child does: it wraps a function before delivering) and is killed with SIGKILL there; a second child
 then runs the same delivery to the end.
 
-Run as ``python -m tests.enclave.test_erasure_crash <withdrawal id>`` it is that child.
+Run as ``python -m tests.enclave.committed.test_erasure_crash <withdrawal id>`` it is that child.
 """
 
 from __future__ import annotations
@@ -16,80 +16,30 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from access.audit.models import AuditEntry
 from consent.decisions import pseudonyms
 from consent.decisions.models import Withdrawal
-from enclave.components import Components, build_components
+from enclave.components import build_components
 from enclave.datasets.erasure import CONSUMER_NAME
 from enclave.datasets.ingestion import ingest
 from enclave.datasets.models import DatasetVersion
 from enclave.objects.models import DataKey
 from enclave.objects.store import EncryptedStore, ObjectContext, ObjectDestroyed
-from infra.db import make_engine
-from infra.migrate import upgrade
 from infra.settings import Settings, load_settings
-from tests.conftest import recreate_database
 from tests.enclave.test_erasure import old_enough, withdraw
 
 DATASET = "questionnaire-wave1"
 VERSIONS = 3
 STOP_ENV = "ERASURE_TEST_STOP"
 SIGNAL_ENV = "ERASURE_TEST_SIGNAL"
-
-
-@dataclass
-class CommittedDatabase:
-    url: str
-    engine: Engine
-
-
-# The enclave fixtures (``world``) build on ``db_session`` and ``components``: here they commit for real.
-
-
-@pytest.fixture
-def committed() -> Iterator[CommittedDatabase]:
-    url = recreate_database("enclave_test_erasure_crash")
-    engine = make_engine(url)
-    upgrade(engine)
-    yield CommittedDatabase(url, engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def settings(tmp_path: Path, committed: CommittedDatabase) -> Settings:
-    return load_settings(
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=committed.url,
-        log_json=True,
-        log_level="WARNING",
-    )
-
-
-@pytest.fixture
-def components(settings: Settings, committed: CommittedDatabase) -> Components:
-    return build_components(settings, engine=committed.engine)
-
-
-@pytest.fixture
-def session_factory(components: Components) -> sessionmaker[Session]:
-    return components.session_factory
-
-
-@pytest.fixture
-def db_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    with session_factory() as session:
-        yield session
 
 
 def run_child(
@@ -109,7 +59,7 @@ def run_child(
         env[STOP_ENV] = stop
     log = (tmp_path / "child.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.enclave.test_erasure_crash", str(withdrawal_id)],
+        [sys.executable, "-m", "tests.enclave.committed.test_erasure_crash", str(withdrawal_id)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
