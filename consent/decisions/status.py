@@ -371,31 +371,6 @@ def student_statuses(
     return StatusTable(at=moment, purposes=chosen, rows=rows)
 
 
-def granted_students(
-    session: Session, subject_ids: Sequence[str], *, at: datetime | None = None, purpose: str
-) -> set[str]:
-    """The students among these whose status for ``purpose`` at ``at`` is ``granted``.
-
-    The answer of ``student_statuses(...).consenting(purpose)`` without building a row per
-    student: a file of millions of rows is checked batch by batch.
-    """
-    from consent.decisions import status_cache
-
-    if not subject_ids:
-        return set()
-    moment = _instant(at)
-    every = all_purposes(session)
-    position = every.index(purpose)
-    granted = str(STATUS_CODES[Status.granted])
-    cached, misses = status_cache.lookup(session, subject_ids, at=moment, purposes=every)
-    consenting = {subject for subject, codes in cached.items() if codes[position] == granted}
-    if misses:
-        consenting |= derive_student_statuses(session, misses, at=moment, purposes=[purpose]).consenting(
-            purpose
-        )
-    return consenting
-
-
 def teacher_statuses(
     session: Session,
     subject_ids: Sequence[str] | None = None,
