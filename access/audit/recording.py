@@ -126,7 +126,13 @@ PENDING_NAMES = (
 _PENDING: Table = AuditPending.__table__  # type: ignore[assignment]
 _ENTRY: Table = AuditEntry.__table__  # type: ignore[assignment]
 _HEAD: Table = AuditHead.__table__  # type: ignore[assignment]
-_INSERT_PENDING_MANY = insert(_PENDING)
+# A textual INSERT: a Core insert() of one row on PostgreSQL adds RETURNING id, and reading that
+# result back cost every audited request more than the rest of its audit bookkeeping. The values
+# keep the columns' types, so they are sent exactly as before.
+_INSERT_PENDING = text(
+    f"INSERT INTO audit_pending ({', '.join(PENDING_NAMES)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join(':' + name for name in PENDING_NAMES)})"
+).bindparams(*(bindparam(name, type_=_PENDING.c[name].type) for name in PENDING_NAMES))
 _LOCK_HEAD = (
     update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.entry_hash)
 )
@@ -188,7 +194,7 @@ def write_queued(session: Session) -> None:
     """
     rows = session.info.pop(_BUFFER, None)
     if rows:
-        session.connection().execute(_INSERT_PENDING_MANY, rows)
+        session.connection().execute(_INSERT_PENDING, rows)
 
 
 SEAL_BATCH = 5000
@@ -333,17 +339,21 @@ def record_denied(
 def _after_end(session: Session, independent: list[_Pending], queued: bool) -> None:
     """Write independent entries, then have the queued entries chained.
 
-    The finished session may not run SQL inside its own hook, hence a fresh one on the same bind.
-    With an engine, the process's background sealer chains the entries within milliseconds
+    The finished session may not run SQL inside its own hook, hence a fresh one on the same bind
+    when there is SQL to run (an ordinary commit on an engine only wakes the sealer). With an
+    engine, the process's background sealer chains the entries within milliseconds
     (``access.audit.sealer``). A session bound to a caller's connection (a test's transaction, a
     migration) holds entries no other connection can see yet, so they are chained right here.
     """
     if not independent and not queued:
         return
     bind = session.get_bind()
+    if isinstance(bind, Engine) and not independent:
+        sealer_for(bind).wake()  # the common case: nothing to write, so no session either
+        return
     with Session(bind=bind, join_transaction_mode="create_savepoint") as fresh:
         if independent:
-            fresh.connection().execute(_INSERT_PENDING_MANY, [_row(p) for p in independent])
+            fresh.connection().execute(_INSERT_PENDING, [_row(p) for p in independent])
         if isinstance(bind, Engine):
             if independent:
                 fresh.commit()
