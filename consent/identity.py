@@ -138,11 +138,16 @@ class IdentityProtector:
         For a file of millions of rows: the function needs no session, so batches can be hashed
         while the session is busy with an earlier one.
         """
-        key = self._data_key(session, _Purpose.lookup)
-        prefix = field.value.encode() + b"\x00"
-        digest = hmac.digest
+        # The key and the field's prefix are absorbed once; each value continues from a copy of
+        # that state (the same HMAC, about a third less work per value than keying it again).
+        keyed = hmac.new(self._data_key(session, _Purpose.lookup), field.value.encode() + b"\x00", "sha256")
 
         def indexes(values: Iterable[str]) -> list[str]:
-            return [digest(key, prefix + value.encode(), "sha256").hex() for value in values]
+            found = []
+            for value in values:
+                state = keyed.copy()
+                state.update(value.encode())
+                found.append(state.hexdigest())
+            return found
 
         return indexes

@@ -269,8 +269,13 @@ class FileKeyBackend:
 
     def hmac_many(self, name: str, items: Sequence[bytes]) -> list[bytes]:
         """HMAC-SHA-256 of each item, reading the key once."""
-        secret = self._key(name, KeyKind.hmac).versions[1]
-        return [hmac_module.new(secret, item, hashlib.sha256).digest() for item in items]
+        keyed = hmac_module.new(self._key(name, KeyKind.hmac).versions[1], digestmod=hashlib.sha256)
+        digests = []
+        for item in items:
+            state = keyed.copy()  # keyed once: each item continues from a copy of that state
+            state.update(item)
+            digests.append(state.digest())
+        return digests
 
     def jws_key_id(self, name: str) -> str:
         """Key id of the newest ECDSA P-256 version."""
