@@ -14,14 +14,12 @@ every other audited write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String, Table, bindparam, delete, event, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy import Table, bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
 
 from access.audit import canonical
@@ -144,31 +142,6 @@ _ANY_PENDING = select(_PENDING.c.id).order_by(_PENDING.c.id).limit(1)
 _READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
-# PostgreSQL moves a sealed batch from the queue into the ledger and moves the head, in one
-# statement: only each entry's queue id, sequence number and two hashes travel; its content goes
-# from table to table (sending it back, JSON details and all, one row per statement cost the
-# sealer more than the hashing).
-_MOVE_ENTRIES = text(
-    """
-    WITH moved AS (
-        DELETE FROM audit_pending AS p
-        USING unnest(:ids, :seqs, :prev_hashes, :entry_hashes) AS h(id, seq, prev_hash, entry_hash)
-        WHERE p.id = h.id
-        RETURNING h.seq, p.occurred_at, p.actor_id, p.actor_role, p.action, p.target_type,
-            p.target_id, p.outcome, p.request_id, p.project_id, p.details, h.prev_hash, h.entry_hash
-    ), head AS (
-        UPDATE audit_head SET seq = :head_seq, entry_hash = :head_hash WHERE id = 1
-    )
-    INSERT INTO audit_entry (seq, occurred_at, actor_id, actor_role, action, target_type,
-        target_id, outcome, request_id, project_id, details, prev_hash, entry_hash)
-    SELECT * FROM moved
-    """
-).bindparams(
-    bindparam("ids", type_=ARRAY(BigInteger)),
-    bindparam("seqs", type_=ARRAY(BigInteger)),
-    bindparam("prev_hashes", type_=ARRAY(String)),
-    bindparam("entry_hashes", type_=ARRAY(String)),
-)
 
 
 def _row(pending: _Pending) -> dict[str, Any]:
@@ -211,8 +184,7 @@ def seal(session: Session, *, locked: bool = False) -> int:
     linear with no gap and no fork. A pass chains what is queued when it reads the queue (batch
     after batch while a backlog fills whole batches) and then stops, so it commits: under a
     steady stream of writers the chain keeps committing instead of growing one endless
-    transaction, and entries that arrive meanwhile go to the next pass. On PostgreSQL a batch is
-    moved into the ledger, and the head past it, by one statement (``_MOVE_ENTRIES``).
+    transaction, and entries that arrive meanwhile go to the next pass.
     """
     write_queued(session)
     connection = session.connection()
@@ -223,7 +195,6 @@ def seal(session: Session, *, locked: bool = False) -> int:
     else:
         seq, prev_hash = connection.execute(_LOCK_HEAD).one()
     start = seq
-    postgresql = connection.dialect.name == "postgresql"
     while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
         entries = []
         for row in rows:
@@ -233,33 +204,13 @@ def seal(session: Session, *, locked: bool = False) -> int:
             entry_hash = canonical.entry_hash(document)
             entries.append({**values, "seq": seq, "prev_hash": prev_hash, "entry_hash": entry_hash})
             prev_hash = entry_hash
-        if postgresql:
-            _move(connection, rows, entries)
-        else:
-            connection.execute(_INSERT_ENTRIES, entries)
-            connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
-            connection.execute(_MOVE_HEAD.values(seq=seq, entry_hash=prev_hash))
+        connection.execute(_INSERT_ENTRIES, entries)
+        connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
         if len(rows) < SEAL_BATCH:
             break
+    if seq != start:
+        connection.execute(_MOVE_HEAD.values(seq=seq, entry_hash=prev_hash))
     return int(seq - start)
-
-
-def _move(connection: Connection, rows: Sequence[Row[Any]], entries: list[dict[str, Any]]) -> None:
-    """Move a sealed batch from the queue into the ledger and the head past it (one statement)."""
-    moved = connection.execute(
-        _MOVE_ENTRIES,
-        {
-            "head_seq": entries[-1]["seq"],
-            "head_hash": entries[-1]["entry_hash"],
-            "ids": [row[0] for row in rows],
-            "seqs": [entry["seq"] for entry in entries],
-            "prev_hashes": [entry["prev_hash"] for entry in entries],
-            "entry_hashes": [entry["entry_hash"] for entry in entries],
-        },
-    ).rowcount
-    if moved != len(rows):
-        # Only a holder of the chain lock deletes queued rows, so none can vanish in between.
-        raise RuntimeError(f"sealed {len(rows)} queued entries but moved {moved}")
 
 
 def record(
