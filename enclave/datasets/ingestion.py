@@ -343,8 +343,8 @@ class _NewPseudonyms:
 
     Inserting millions of rows into the pseudonym table (random keys in two unique indexes) is
     most of the database's work in a large first upload. On PostgreSQL with an engine they go in
-    on a connection of their own, one committed transaction per batch, while the next batches are
-    matched and written: the database then works on both cores. A pseudonym is a keyed hash of the
+    on two connections of their own, one committed transaction per batch, while the next batches
+    are matched and written: the database then works on both cores. A pseudonym is a keyed hash of the
     subject id, the same whenever it is computed, so rows committed for an upload that then fails
     hold nothing that was not already derivable: no research data, and the next upload would
     create exactly these. Elsewhere (SQLite, or a session on a caller's connection) they are
@@ -472,7 +472,8 @@ class _Run:
         allowed = self.principal.schools
         found = matched["subject_id"].is_not_null()
         if allowed:
-            found &= matched["school_code"].is_in(pl.Series(sorted(allowed), dtype=pl.String).implode())
+            schools = pl.Series(sorted(allowed), dtype=pl.String).implode()
+            found = (found & matched["school_code"].is_in(schools)).fill_null(False)
         errors += [
             RowError(
                 int(position) + offset + 2,
