@@ -306,8 +306,7 @@ def _after_end(session: Session, independent: list[_Pending], queued: bool) -> N
         if independent:
             fresh.connection().execute(_INSERT_PENDING, [_row(p) for p in independent])
         if isinstance(bind, Engine):
-            if independent:
-                fresh.commit()
+            fresh.commit()
             sealer_for(bind).wake()
             return
         if seal(fresh) or independent:

@@ -18,19 +18,18 @@ not matched. The answer is a Polars frame, one row per student found.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from contextlib import closing
 from datetime import datetime
 
 import polars as pl
-from sqlalchemy import DateTime, String, bindparam, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from consent.decisions.models import Status
-from consent.decisions.status import STATUS_CODES, all_purposes, derive_student_statuses
-from consent.decisions.status_cache import CACHED_CODES, ROWS, WITH_ROWS
+from consent.decisions.status import STATUS_CODES, all_purposes, derive_student_statuses, probe_filter
+from consent.decisions.status_cache import CACHED_CODES, ROWS, WITH_ROWS, cached_codes_statement
 from infra.db import is_postgresql
 
 _GRANTED = str(STATUS_CODES[Status.granted])
@@ -91,13 +90,8 @@ def match_students(
     if ref_indexes is not None:
         if not ref_indexes:
             return pl.DataFrame(schema=SCHEMA)
-        if is_postgresql(session):
-            # One text parameter: the planner knows how many there are and probes the index in order.
-            indexes = " AND s.ref_index = ANY(string_to_array(:ids, ','))"
-            params["ids"] = ",".join(ref_indexes)
-        else:
-            indexes = " AND s.ref_index IN (SELECT value FROM json_each(:ids))"
-            params["ids"] = json.dumps(list(ref_indexes))
+        where, params["ids"] = probe_filter(session, "s.ref_index", ref_indexes)
+        indexes = f" AND {where}"
     frame = _fetch(session, _MATCH.format(indexes=indexes), params)
     misses = frame.filter(pl.col("codes").is_null())["subject_id"].to_list()
     derived = (
@@ -122,10 +116,8 @@ def _fetch(session: Session, sql: str, params: dict[str, object]) -> pl.DataFram
     on a row.
     """
     if not is_postgresql(session):
-        statement = text(sql).bindparams(
-            bindparam("t", type_=DateTime(timezone=True)), bindparam("purposes", type_=String())
-        )
-        return pl.DataFrame(session.execute(statement, params).all(), schema=_FETCHED, orient="row")
+        rows = session.execute(cached_codes_statement(sql), params).all()
+        return pl.DataFrame(rows, schema=_FETCHED, orient="row")
     copy_sql = "COPY (" + _NAMED.sub(r"%(\1)s", sql) + ") TO STDOUT (FORMAT csv)"
     parts: list[pl.DataFrame] = []
     pending: list[bytes] = []

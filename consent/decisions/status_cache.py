@@ -24,10 +24,11 @@ from typing import Any
 
 from sqlalchemy import DateTime, String, bindparam, delete, false, func, insert, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from consent.decisions import ages
 from consent.decisions.models import Decision, StatusCache
-from consent.decisions.status import STATUS_CODES, derive_student_statuses, subject_filter
+from consent.decisions.status import STATUS_CODES, derive_student_statuses, probe_filter
 from consent.forms.models import ConsentForm
 from consent.models import CountryRule
 from consent.rosters.models import Student
@@ -73,19 +74,21 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def cached_codes_statement(sql: str) -> TextClause:
+    """A statement using ``CACHED_CODES``, with its ``:t`` and ``:purposes`` typed."""
+    return text(sql).bindparams(
+        bindparam("t", type_=DateTime(timezone=True)), bindparam("purposes", type_=String())
+    )
+
+
 def lookup(
     session: Session, subject_ids: Sequence[str] | None, *, at: datetime, purposes: Sequence[str]
 ) -> tuple[dict[str, str], list[str]]:
     """Cached codes of the students covered at ``at``, and the ids of those that must be derived."""
-    where, ids = subject_filter(session, subject_ids)
-    if ids is not None and session.get_bind().dialect.name == "postgresql":
-        # ``= ANY(array)``: the planner knows how many students are asked about and probes the
-        # index in order, instead of guessing 200 and hashing the whole cache (a batch of a file
-        # of millions of rows asks about 100,000).
-        where = "s.subject_id = ANY(string_to_array(:ids, ','))"
-    statement = text(_LOOKUP.format(with_rows=WITH_ROWS, rows=ROWS, subject_filter=where)).bindparams(
-        bindparam("t", type_=DateTime(timezone=True)), bindparam("purposes", type_=String())
-    )
+    where, ids = "1 = 1", None
+    if subject_ids is not None:
+        where, ids = probe_filter(session, "s.subject_id", subject_ids)
+    statement = cached_codes_statement(_LOOKUP.format(with_rows=WITH_ROWS, rows=ROWS, subject_filter=where))
     params: dict[str, Any] = {"t": at, "purposes": ",".join(purposes)}
     if ids is not None:
         params["ids"] = ids

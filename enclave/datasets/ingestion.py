@@ -425,7 +425,7 @@ class _Run:
     roster: pl.DataFrame | None = None
     """Every student of the country, matched once (``matching.match_students``) when that costs less."""
     roster_rows: int | None = None
-    new_pseudonyms: _NewPseudonyms | None = None
+    new_pseudonyms: _NewPseudonyms = field(init=False)
     progress: Progress = field(default_factory=Progress)
     seen: _SeenSubjects = field(default_factory=_SeenSubjects)
     errors: list[RowError] = field(default_factory=list)
@@ -433,6 +433,9 @@ class _Run:
     excluded: int = 0
     quarantined: _Quarantine | None = None
     written: list[ObjectContext] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.new_pseudonyms = _NewPseudonyms(self.session, self.dataset.domain)
 
     def reject(self, errors: Sequence[RowError]) -> None:
         self.error_count += len(errors)
@@ -503,8 +506,6 @@ class _Run:
         self.excluded += matched_rows.height - consenting.height
         new = consenting.filter(pl.col("pseudonym").is_null())["subject_id"].to_list()
         fresh = pseudonyms.compute(self.store.keys, self.dataset.domain, new)
-        if self.new_pseudonyms is None:
-            self.new_pseudonyms = _NewPseudonyms(self.session, self.dataset.domain)
         self.new_pseudonyms.add(fresh)
         names = consenting["pseudonym"].fill_null(
             consenting["subject_id"].replace_strict(fresh, default=None, return_dtype=pl.String)
@@ -719,13 +720,11 @@ def _run_batches(
                 storing = worker.submit(run.store_batch, checked)
             if storing is not None:
                 storing.result()
-        if run.new_pseudonyms is not None:
-            run.new_pseudonyms.finish()
+        run.new_pseudonyms.finish()
         if progress is not None:
             progress(run.progress)
     finally:
-        if run.new_pseudonyms is not None:
-            run.new_pseudonyms.close()
+        run.new_pseudonyms.close()
 
 
 @contextmanager
