@@ -18,6 +18,8 @@ import orjson
 from access.audit.merkle import leaf_hash
 
 FORMAT_VERSION = 1
+PG_TIME_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+"""PostgreSQL's ``to_char`` pattern that writes a UTC time exactly as :func:`format_time` does."""
 
 
 def format_time(moment: datetime | str) -> str:

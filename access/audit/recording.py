@@ -14,11 +14,14 @@ every other audited write.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, event, func, insert, select, text, update
+import orjson
+import psycopg
+from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -32,7 +35,6 @@ from access.audit.actions import (
 )
 from access.audit.models import AuditEntry, AuditHead, AuditPending
 from access.audit.sealer import sealer_for
-from infra.db import is_postgresql
 from infra.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -134,11 +136,8 @@ _INSERT_PENDING = text(
 _LOCK_HEAD = (
     update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq, _HEAD.c.entry_hash)
 )
-_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 # One fixed key for "the audit chain" (the ASCII of "AUDITLOG"); any process that appends takes it.
 _AUDIT_LOCK_KEY = 0x4155444954204C47
-_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY))
-_ANY_PENDING = select(_PENDING.c.id).order_by(_PENDING.c.id).limit(1)
 _READ_PENDING = select(_PENDING.c.id, *(_PENDING.c[name] for name in PENDING_NAMES)).order_by(_PENDING.c.id)
 _INSERT_ENTRIES = insert(_ENTRY)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
@@ -172,6 +171,100 @@ def write_queued(session: Session) -> None:
 
 SEAL_BATCH = 5000
 
+# PostgreSQL sealing talks to the driver directly, in pipelines: the lock, the head and the queue
+# are read in one round trip, and the chained batch is moved from the queue into the ledger by
+# one statement (the server copies the columns; only ids and hashes travel), so a pass costs three
+# round trips and little Python whatever its size. Times come formatted as the canonical encoding
+# wants them and details as stored text, as verification reads them.
+_PG_LOCK = f"SELECT pg_advisory_xact_lock({_AUDIT_LOCK_KEY})"
+_PG_TRY_LOCK = f"SELECT pg_try_advisory_xact_lock({_AUDIT_LOCK_KEY})"
+_PG_READ_HEAD = "SELECT seq, entry_hash FROM audit_head WHERE id = 1"
+_PG_READ_PENDING = (
+    f"SELECT id, to_char(occurred_at AT TIME ZONE 'UTC', '{canonical.PG_TIME_FORMAT}'), "  # noqa: S608
+    + ", ".join(name for name in PENDING_NAMES if name not in ("occurred_at", "details"))
+    + ", details::text FROM audit_pending ORDER BY id LIMIT %s"
+)
+_PG_PENDING_NAMES = (
+    "occurred_at",
+    *(name for name in PENDING_NAMES if name not in ("occurred_at", "details")),
+    "details",
+)
+_PG_MOVE = (
+    "WITH chained (id, seq, prev_hash, entry_hash) AS ("  # noqa: S608 - fixed column names
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+    "), moved AS ("
+    " DELETE FROM audit_pending p USING chained c WHERE p.id = c.id"
+    f" RETURNING c.seq, {', '.join('p.' + name for name in PENDING_NAMES)}, c.prev_hash, c.entry_hash"
+    f") INSERT INTO audit_entry (seq, {', '.join(PENDING_NAMES)}, prev_hash, entry_hash)"
+    " SELECT * FROM moved ORDER BY seq"
+)
+_PG_MOVE_HEAD = "UPDATE audit_head SET seq = %s, entry_hash = %s WHERE id = 1"
+
+
+def _chain(rows: list[Any], seq: int, prev_hash: str) -> tuple[list[int], list[int], list[str], list[str]]:
+    """Number and hash queued rows ``(id, time, *fields, details text)`` after ``seq``/``prev_hash``."""
+    ids, seqs, prevs, hashes = [], [], [], []
+    for row in rows:
+        seq += 1
+        values = dict(zip(_PG_PENDING_NAMES, row[1:], strict=True))
+        values["details"] = orjson.loads(values["details"])
+        entry_hash = canonical.entry_hash(canonical.entry_document(seq=seq, prev_hash=prev_hash, **values))
+        ids.append(row[0])
+        seqs.append(seq)
+        prevs.append(prev_hash)
+        hashes.append(entry_hash)
+        prev_hash = entry_hash
+    return ids, seqs, prevs, hashes
+
+
+def _fetch_one(cursor: psycopg.Cursor[Any]) -> Any:
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the audit chain head row is missing (run the migrations)")
+    return row
+
+
+def _seal_postgresql(
+    driver: psycopg.Connection[Any], *, locked: bool, settle: float = 0.0, only_owed: bool = False
+) -> int:
+    """Seal on PostgreSQL (see :func:`seal`); ``only_owed``: return at once when the chain lock is
+    held by another sealer and the queue is empty, instead of waiting for that sealer."""
+    with driver.pipeline():
+        tried = None if locked else driver.execute(_PG_TRY_LOCK)
+        head = driver.execute(_PG_READ_HEAD)
+        pending = driver.execute(_PG_READ_PENDING, (SEAL_BATCH,))
+    if tried is not None and not _fetch_one(tried)[0]:
+        # Another sealer holds the chain. An empty queue (read after the caller's commit) means
+        # every entry committed before this pass is chained and committed already: a pass deletes
+        # what it chains in the same transaction. Otherwise wait for that sealer, then let the
+        # queue fill a little before reading it, so that under a steady stream the passes come at
+        # most every ``settle`` seconds, each chaining many entries, instead of back to back with
+        # a few each.
+        if only_owed and not pending.fetchmany(1):
+            return 0
+        driver.execute(_PG_LOCK)
+        if settle:
+            time.sleep(settle)
+        with driver.pipeline():
+            head = driver.execute(_PG_READ_HEAD)
+            pending = driver.execute(_PG_READ_PENDING, (SEAL_BATCH,))
+    seq, prev_hash = _fetch_one(head)
+    start = seq
+    rows = pending.fetchall()
+    while rows:
+        ids, seqs, prevs, hashes = _chain(rows, seq, prev_hash)
+        seq, prev_hash = seqs[-1], hashes[-1]
+        more = len(rows) == SEAL_BATCH
+        with driver.pipeline():
+            moved = driver.execute(_PG_MOVE, (ids, seqs, prevs, hashes))
+            driver.execute(_PG_MOVE_HEAD, (seq, prev_hash))
+            if more:
+                pending = driver.execute(_PG_READ_PENDING, (SEAL_BATCH,))
+        if moved.rowcount != len(ids):
+            raise RuntimeError(f"sealing moved {moved.rowcount} of {len(ids)} queued entries")
+        rows = pending.fetchall() if more else []
+    return int(seq - start)
+
 
 def seal(session: Session, *, locked: bool = False) -> int:
     """Chain every pending entry this transaction can see, in queue order; return how many.
@@ -189,11 +282,11 @@ def seal(session: Session, *, locked: bool = False) -> int:
     write_queued(session)
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        if not locked:
-            connection.execute(_ADVISORY_LOCK)
-        seq, prev_hash = connection.execute(_READ_HEAD).one()
-    else:
-        seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+        driver = connection.connection.driver_connection
+        if not isinstance(driver, psycopg.Connection):
+            raise TypeError("audit sealing on PostgreSQL needs the psycopg driver")
+        return _seal_postgresql(driver, locked=locked)
+    seq, prev_hash = connection.execute(_LOCK_HEAD).one()
     start = seq
     while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
         entries = []
@@ -326,18 +419,35 @@ def chain_queued(session: Session) -> None:
         sealer_for(bind).flush()
 
 
-def seal_pending(session: Session) -> int:
-    """Seal as :func:`seal`, taking the chain lock only when some entry waits to be chained.
+def seal_owed(engine: Engine, *, settle: float = 0.0) -> int:
+    """One sealing transaction on a connection of ``engine``, for the background sealer.
 
-    Under READ COMMITTED each statement sees every commit made before it started, and a sealing
-    pass deletes the entries it chains in the same transaction that chains them, so an empty
-    queue means every entry committed before this call is chained already. Otherwise the call
-    waits for the chain lock (PostgreSQL queues the waiters; no polling) and seals whatever the
-    previous holder left.
+    Under READ COMMITTED each statement sees every commit made before it started, so a pass that
+    finds the queue empty while another sealer holds the chain owes nothing and returns without
+    waiting; otherwise it waits for the chain lock (PostgreSQL queues the waiters; no polling) and
+    seals what the previous holder left. On PostgreSQL the pass runs on the driver's connection
+    without an ORM session: it is the one transaction every audited write pays for.
     """
-    if is_postgresql(session) and session.connection().execute(_ANY_PENDING).scalar() is None:
-        return 0
-    return seal(session)
+    if engine.dialect.name != "postgresql":
+        with Session(bind=engine) as session:
+            sealed = seal(session)
+            if sealed:
+                session.commit()
+        return sealed
+    pooled = engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        if not isinstance(driver, psycopg.Connection):
+            raise TypeError("audit sealing on PostgreSQL needs the psycopg driver")
+        try:
+            sealed = _seal_postgresql(driver, locked=False, settle=settle, only_owed=True)
+        except BaseException:
+            driver.rollback()
+            raise
+        driver.commit()
+        return sealed
+    finally:
+        pooled.close()
 
 
 def _after_commit(session: Session) -> None:

@@ -76,7 +76,7 @@ _PREV, _HASH, _PRUNED = (len(_ENTRY_COLUMNS) - 3, len(_ENTRY_COLUMNS) - 2, len(_
 
 # PostgreSQL formats each time exactly as the canonical encoding does, on its own core, so the
 # verifier neither builds datetime objects nor formats them.
-_PG_TIME = func.to_char(func.timezone("UTC", AuditEntry.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+_PG_TIME = func.to_char(func.timezone("UTC", AuditEntry.occurred_at), canonical.PG_TIME_FORMAT)
 
 
 def _entry_columns(connection: Connection) -> tuple[Any, ...]:

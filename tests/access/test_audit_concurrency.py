@@ -67,3 +67,63 @@ def test_entries_of_committed_requests_are_chained_in_the_background_without_wai
             assert session.scalar(select(func.max(AuditEntry.seq))) == 21
     finally:
         engine.dispose()
+
+
+def test_a_background_pass_waits_for_another_sealer_only_when_entries_wait():
+    import threading
+
+    import psycopg
+
+    from access.audit.actions import Outcome
+    from access.audit.models import AuditPending
+    from access.audit.recording import _AUDIT_LOCK_KEY, _INSERT_PENDING, _pending, _row, seal_owed
+    from tests.support.audit_writers import LOAD_ACTION
+
+    url = recreate_database("enclave_test_audit_sealer_wait")
+    engine = make_engine(url)
+    upgrade(engine)
+    holder = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        # Another sealer is mid-pass: it holds the chain lock in an open transaction.
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK_KEY,))
+
+        def background_pass() -> tuple[threading.Thread, list[int]]:
+            result: list[int] = []
+            thread = threading.Thread(target=lambda: result.append(seal_owed(engine, settle=0.01)))
+            thread.daemon = True
+            thread.start()
+            thread.join(timeout=0.5)
+            return thread, result
+
+        # Nothing queued: nothing is owed, so the pass returns at once instead of waiting.
+        idle, result = background_pass()
+        assert not idle.is_alive(), "a pass with nothing to chain waited for the other sealer"
+        assert result == [0]
+
+        actor = Actor("acct-wait", Role.system)
+        rows = [
+            _row(
+                _pending(
+                    actor=actor, action=LOAD_ACTION, target_type="load", target_id=f"q-{i}",
+                    outcome=Outcome.ok, details=None, project_id=None, request_id=None,
+                )
+            )
+            for i in range(5)
+        ]  # fmt: skip
+        with engine.begin() as connection:
+            connection.execute(_INSERT_PENDING, rows)
+
+        # Entries wait: the pass waits for the holder, then chains them after it.
+        waiting, result = background_pass()
+        assert waiting.is_alive(), "the pass did not wait for the sealer holding the chain"
+        holder.rollback()
+        waiting.join(timeout=10)
+        assert result == [5]
+        with engine.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(AuditPending)) == 0
+            report = verify_ledger(connection, public_keys={})
+        assert report.ok
+        assert report.entries == 5
+    finally:
+        holder.close()
+        engine.dispose()
