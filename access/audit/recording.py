@@ -219,21 +219,19 @@ def _chain(rows: list[Any], seq: int, prev_hash: str) -> tuple[list[int], list[i
 
 def _fetch_one(cursor: psycopg.Cursor[Any]) -> Any:
     row = cursor.fetchone()
-    if row is None:
+    if row is None:  # only the head can be missing: a database the migrations did not build
         raise RuntimeError("the audit chain head row is missing (run the migrations)")
     return row
 
 
-def _seal_postgresql(
-    driver: psycopg.Connection[Any], *, locked: bool, settle: float = 0.0, only_owed: bool = False
-) -> int:
+def _seal_postgresql(driver: psycopg.Connection[Any], *, settle: float = 0.0, only_owed: bool = False) -> int:
     """Seal on PostgreSQL (see :func:`seal`); ``only_owed``: return at once when the chain lock is
     held by another sealer and the queue is empty, instead of waiting for that sealer."""
     with driver.pipeline():
-        tried = None if locked else driver.execute(_PG_TRY_LOCK)
+        tried = driver.execute(_PG_TRY_LOCK)
         head = driver.execute(_PG_READ_HEAD)
         pending = driver.execute(_PG_READ_PENDING, (SEAL_BATCH,))
-    if tried is not None and not _fetch_one(tried)[0]:
+    if not _fetch_one(tried)[0]:
         # Another sealer holds the chain. An empty queue (read after the caller's commit) means
         # every entry committed before this pass is chained and committed already: a pass deletes
         # what it chains in the same transaction. Otherwise wait for that sealer, then let the
@@ -266,11 +264,10 @@ def _seal_postgresql(
     return int(seq - start)
 
 
-def seal(session: Session, *, locked: bool = False) -> int:
+def seal(session: Session) -> int:
     """Chain every pending entry this transaction can see, in queue order; return how many.
 
-    ``locked`` says the caller already holds the PostgreSQL lock. Sealers take one lock before
-    they read the chain head: on PostgreSQL a transaction-level
+    Sealers take one lock before they read the chain head: on PostgreSQL a transaction-level
     advisory lock (it writes nothing, so a pass that finds nothing to do costs no commit flush), on
     SQLite the database write lock taken by a no-op update of the head row. So two sealers run one
     after the other, each continuing from the head the previous one committed, and the chain stays
@@ -285,7 +282,7 @@ def seal(session: Session, *, locked: bool = False) -> int:
         driver = connection.connection.driver_connection
         if not isinstance(driver, psycopg.Connection):
             raise TypeError("audit sealing on PostgreSQL needs the psycopg driver")
-        return _seal_postgresql(driver, locked=locked)
+        return _seal_postgresql(driver)
     seq, prev_hash = connection.execute(_LOCK_HEAD).one()
     start = seq
     while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
@@ -440,7 +437,7 @@ def seal_owed(engine: Engine, *, settle: float = 0.0) -> int:
         if not isinstance(driver, psycopg.Connection):
             raise TypeError("audit sealing on PostgreSQL needs the psycopg driver")
         try:
-            sealed = _seal_postgresql(driver, locked=False, settle=settle, only_owed=True)
+            sealed = _seal_postgresql(driver, settle=settle, only_owed=True)
         except BaseException:
             driver.rollback()
             raise
