@@ -436,15 +436,11 @@ def seal_owed(engine: Engine, *, settle: float = 0.0) -> int:
         driver = pooled.driver_connection
         if not isinstance(driver, psycopg.Connection):
             raise TypeError("audit sealing on PostgreSQL needs the psycopg driver")
-        try:
-            sealed = _seal_postgresql(driver, settle=settle, only_owed=True)
-        except BaseException:
-            driver.rollback()
-            raise
+        sealed = _seal_postgresql(driver, settle=settle, only_owed=True)
         driver.commit()
         return sealed
     finally:
-        pooled.close()
+        pooled.close()  # back to the pool, which rolls back what did not commit (or drops it)
 
 
 def _after_commit(session: Session) -> None:
