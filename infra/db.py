@@ -120,9 +120,11 @@ def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) 
     """
     pgconn = dbapi_connection.pgconn
     try:
+        # poll, not select: select refuses descriptors above 1023, which a busy process reaches.
+        poller = select_module.poll()
+        poller.register(pgconn.socket, select_module.POLLIN)
         for _ in range(_LIVENESS_READS):
-            readable, _, _ = select_module.select([pgconn.socket], [], [], 0)
-            if not readable:
+            if not poller.poll(0):
                 break
             pgconn.consume_input()
         alive = pgconn.status == pq.ConnStatus.OK
