@@ -201,20 +201,22 @@ _PG_MOVE = (
 _PG_MOVE_HEAD = "UPDATE audit_head SET seq = %s, entry_hash = %s WHERE id = 1"
 
 
-def _chain(rows: list[Any], seq: int, prev_hash: str) -> tuple[list[int], list[int], list[str], list[str]]:
-    """Number and hash queued rows ``(id, time, *fields, details text)`` after ``seq``/``prev_hash``."""
-    ids, seqs, prevs, hashes = [], [], [], []
-    for row in rows:
+def _links(values: list[dict[str, Any]], seq: int, prev_hash: str) -> list[tuple[int, str, str]]:
+    """``(seq, prev_hash, entry_hash)`` for each queued entry's hashed fields, after ``seq``."""
+    links = []
+    for fields in values:
         seq += 1
-        values = dict(zip(_PG_PENDING_NAMES, row[1:], strict=True))
-        values["details"] = orjson.loads(values["details"])
-        entry_hash = canonical.entry_hash(canonical.entry_document(seq=seq, prev_hash=prev_hash, **values))
-        ids.append(row[0])
-        seqs.append(seq)
-        prevs.append(prev_hash)
-        hashes.append(entry_hash)
+        entry_hash = canonical.entry_hash(canonical.entry_document(seq=seq, prev_hash=prev_hash, **fields))
+        links.append((seq, prev_hash, entry_hash))
         prev_hash = entry_hash
-    return ids, seqs, prevs, hashes
+    return links
+
+
+def _pg_fields(row: Any) -> dict[str, Any]:
+    """A queued row read by ``_PG_READ_PENDING`` (id, time text, fields, details text) as fields."""
+    fields = dict(zip(_PG_PENDING_NAMES, row[1:], strict=True))
+    fields["details"] = orjson.loads(fields["details"])
+    return fields
 
 
 def _fetch_one(cursor: psycopg.Cursor[Any]) -> Any:
@@ -250,7 +252,9 @@ def _seal_postgresql(driver: psycopg.Connection[Any], *, settle: float = 0.0, on
     start = seq
     rows = pending.fetchall()
     while rows:
-        ids, seqs, prevs, hashes = _chain(rows, seq, prev_hash)
+        links = _links([_pg_fields(row) for row in rows], seq, prev_hash)
+        ids = [row[0] for row in rows]
+        seqs, prevs, hashes = (list(column) for column in zip(*links, strict=True))
         seq, prev_hash = seqs[-1], hashes[-1]
         more = len(rows) == SEAL_BATCH
         with driver.pipeline():
@@ -286,14 +290,13 @@ def seal(session: Session) -> int:
     seq, prev_hash = connection.execute(_LOCK_HEAD).one()
     start = seq
     while rows := connection.execute(_READ_PENDING.limit(SEAL_BATCH)).all():
-        entries = []
-        for row in rows:
-            seq += 1
-            values = dict(zip(PENDING_NAMES, row[1:], strict=True))
-            document = canonical.entry_document(seq=seq, prev_hash=prev_hash, **values)
-            entry_hash = canonical.entry_hash(document)
-            entries.append({**values, "seq": seq, "prev_hash": prev_hash, "entry_hash": entry_hash})
-            prev_hash = entry_hash
+        values = [dict(zip(PENDING_NAMES, row[1:], strict=True)) for row in rows]
+        links = _links(values, seq, prev_hash)
+        entries = [
+            {**fields, "seq": link_seq, "prev_hash": link_prev, "entry_hash": link_hash}
+            for fields, (link_seq, link_prev, link_hash) in zip(values, links, strict=True)
+        ]
+        seq, _, prev_hash = links[-1]
         connection.execute(_INSERT_ENTRIES, entries)
         connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row[0] for row in rows])))
         if len(rows) < SEAL_BATCH:
